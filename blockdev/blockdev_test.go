@@ -1,0 +1,215 @@
+package blockdev_test
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/lockstepfs/lockstep/blockdev"
+	"github.com/lockstepfs/lockstep/blockdev/devicetest"
+)
+
+const bs = blockdev.BlockSize
+
+func newFile(t *testing.T, size int64, direct bool) blockdev.Device {
+	f, err := blockdev.CreateFile(filepath.Join(t.TempDir(), "data"), size, direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// newMember makes a member in a temporary directory, closed at cleanup.
+func newMember(t *testing.T, size int64) *blockdev.Member {
+	m, err := blockdev.CreateMember(filepath.Join(t.TempDir(), "m"), size, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestConformance(t *testing.T) {
+	t.Run("File", func(t *testing.T) {
+		devicetest.Run(t, func(t *testing.T, size int64) blockdev.Device { return newFile(t, size, false) })
+	})
+	t.Run("FileDirect", func(t *testing.T) {
+		devicetest.Run(t, func(t *testing.T, size int64) blockdev.Device { return newFile(t, size, true) })
+	})
+	t.Run("Mem", func(t *testing.T) {
+		devicetest.Run(t, func(t *testing.T, size int64) blockdev.Device { return blockdev.NewMem(size) })
+	})
+	t.Run("FaultyWithoutRules", func(t *testing.T) {
+		devicetest.Run(t, func(t *testing.T, size int64) blockdev.Device {
+			return blockdev.NewFaulty(blockdev.NewMem(size), 1)
+		})
+	})
+	t.Run("Checked", func(t *testing.T) {
+		devicetest.Run(t, func(t *testing.T, size int64) blockdev.Device {
+			m := newMember(t, size)
+			return blockdev.NewChecked(blockdev.NewMem(size), m.Sums)
+		})
+	})
+}
+
+func TestDirectFileBouncesUnalignedBuffers(t *testing.T) {
+	d := newFile(t, 4*bs, true)
+	buf := make([]byte, 3*bs+1)
+	p := buf[1:] // deliberately misaligned
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	if _, err := d.WriteAt(p, bs); err != nil {
+		t.Fatalf("WriteAt with an unaligned buffer: %v", err)
+	}
+	got := make([]byte, 3*bs+1)[1:]
+	if _, err := d.ReadAt(got, bs); err != nil {
+		t.Fatalf("ReadAt with an unaligned buffer: %v", err)
+	}
+	if !bytes.Equal(got, p) {
+		t.Fatal("read back differs")
+	}
+}
+
+func TestCheckedCatchesCorruptionBlockByBlock(t *testing.T) {
+	m := newMember(t, 16*bs)
+	raw := blockdev.NewMem(16 * bs)
+	c := blockdev.NewChecked(raw, m.Sums)
+	p := bytes.Repeat([]byte{0xab}, 8*bs)
+	if _, err := c.WriteAt(p, 4*bs); err != nil {
+		t.Fatal(err)
+	}
+	// Rot blocks 5 and 9 underneath the checksum layer.
+	for _, b := range []int64{5, 9} {
+		blk := make([]byte, bs)
+		raw.ReadAt(blk, b*bs)
+		blk[100] ^= 1
+		raw.WriteAt(blk, b*bs)
+	}
+	got := make([]byte, 8*bs)
+	_, err := c.ReadAt(got, 4*bs)
+	var ce *blockdev.ChecksumError
+	if !errors.As(err, &ce) || !errors.Is(err, blockdev.ErrChecksum) {
+		t.Fatalf("ReadAt over rotted blocks = %v, want a *ChecksumError", err)
+	}
+	if want := []int64{1, 5}; !slices.Equal(ce.Blocks, want) {
+		t.Fatalf("bad blocks = %v, want %v", ce.Blocks, want)
+	}
+	// Blocks never written must read as zeros; a non-zero one is rot too.
+	raw.WriteAt(bytes.Repeat([]byte{1}, bs), 0)
+	if _, err := c.ReadAt(make([]byte, bs), 0); !errors.Is(err, blockdev.ErrChecksum) {
+		t.Fatalf("rot in a never-written block = %v, want ErrChecksum", err)
+	}
+}
+
+func TestChecksumsAreDurableAtSync(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	m, err := blockdev.CreateMember(dir, 2048*bs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := blockdev.NewChecked(m.Data, m.Sums)
+	// Two pages of the table: blocks 3 and 1500.
+	p := bytes.Repeat([]byte{0x5a}, bs)
+	for _, b := range []int64{3, 1500} {
+		if _, err := c.WriteAt(p, b*bs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err = blockdev.OpenMember(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c = blockdev.NewChecked(m.Data, m.Sums)
+	for _, b := range []int64{3, 1500} {
+		got := make([]byte, bs)
+		if _, err := c.ReadAt(got, b*bs); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("block %d after reopen: err %v, equal %v", b, err, bytes.Equal(got, p))
+		}
+	}
+}
+
+func TestFaultyRules(t *testing.T) {
+	f := blockdev.NewFaulty(blockdev.NewMem(16*bs), 42)
+	f.Add(blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpRead, Start: 4, End: 6, Count: 2})
+	if got := f.Rules()[0].String(); got != "error reads blocks 4-6 count 2" {
+		t.Fatalf("rule prints as %q", got)
+	}
+	if _, err := f.ReadAt(make([]byte, bs), 0); err != nil {
+		t.Fatalf("read outside the rule's range failed: %v", err)
+	}
+	if _, err := f.WriteAt(make([]byte, bs), 4*bs); err != nil {
+		t.Fatalf("write not matched by a read rule failed: %v", err)
+	}
+	for i := range 2 {
+		if _, err := f.ReadAt(make([]byte, 4*bs), 2*bs); !errors.Is(err, blockdev.ErrInjected) {
+			t.Fatalf("read %d in range = %v, want ErrInjected", i, err)
+		}
+	}
+	if _, err := f.ReadAt(make([]byte, 4*bs), 2*bs); err != nil {
+		t.Fatalf("the rule fired past its count: %v", err)
+	}
+	if len(f.Rules()) != 0 {
+		t.Fatal("an exhausted rule stayed in force")
+	}
+
+	f.Add(blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpWrite})
+	if _, err := f.WriteAt(make([]byte, bs), 0); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("write under a write rule = %v", err)
+	}
+	f.Clear()
+	if _, err := f.WriteAt(make([]byte, bs), 0); err != nil {
+		t.Fatalf("write after Clear: %v", err)
+	}
+}
+
+func TestFlipIsCaughtByChecksums(t *testing.T) {
+	m := newMember(t, 16*bs)
+	f := blockdev.NewFaulty(blockdev.NewMem(16*bs), 7)
+	c := blockdev.NewChecked(f, m.Sums)
+	if _, err := c.WriteAt(bytes.Repeat([]byte{3}, 8*bs), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Add(blockdev.Rule{Kind: blockdev.FaultFlip, Ops: blockdev.OpRead, Start: 2, End: 4})
+	_, err := c.ReadAt(make([]byte, 8*bs), 0)
+	var ce *blockdev.ChecksumError
+	if !errors.As(err, &ce) || !slices.Equal(ce.Blocks, []int64{2, 3}) {
+		t.Fatalf("flipped read = %v, want bad blocks [2 3]", err)
+	}
+}
+
+func TestMemberDirectories(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	m, err := blockdev.CreateMember(dir, 8*bs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Meta.SetLabel([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blockdev.CreateMember(dir, 8*bs, false); !errors.Is(err, blockdev.ErrAlreadyMember) {
+		t.Fatalf("second CreateMember = %v, want ErrAlreadyMember", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := blockdev.ReadLabel(dir); err != nil || string(l) != "hello" {
+		t.Fatalf("ReadLabel = %q, %v", l, err)
+	}
+	if _, err := blockdev.OpenMember(t.TempDir(), false); !errors.Is(err, blockdev.ErrNotMember) {
+		t.Fatalf("OpenMember on an empty directory = %v, want ErrNotMember", err)
+	}
+	if _, err := blockdev.ReadLabel(t.TempDir()); !errors.Is(err, blockdev.ErrNotMember) {
+		t.Fatalf("ReadLabel on an empty directory = %v, want ErrNotMember", err)
+	}
+}
