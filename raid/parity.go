@@ -1,0 +1,148 @@
+package raid
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// readParity reads each span from its data member and rebuilds the blocks
+// that fail from the rest of the stripe with Reed-Solomon.
+func (v *Volume) readParity(s int64, spans []span) error {
+	g := v.geo
+	ios := make([]memIO, len(spans))
+	for i, sp := range spans {
+		ios[i] = memIO{slot: g.Slot(s, sp.d), off: s*g.chunk + sp.off, buf: sp.buf}
+	}
+	v.do(ios, false)
+	bads := make([][]bool, len(spans))
+	lo, hi := g.chunk, int64(0)
+	for i, sp := range spans {
+		bads[i] = badBlocks(ios[i].err, len(sp.buf)/bs)
+		for _, r := range runs(bads[i]) {
+			lo = min(lo, sp.off+int64(r[0])*bs)
+			hi = max(hi, sp.off+int64(r[1])*bs)
+		}
+	}
+	if hi == 0 {
+		return nil
+	}
+	return v.reconstruct(s, spans, bads, lo, hi)
+}
+
+// reconstruct serves the bad blocks of spans (bads[i] marks those of
+// spans[i]) from the whole stripe over the columns [lo, hi). It reads every
+// other shard over those columns, reusing a span's buffer where it covers
+// them, and decodes column run by column run, since each run of blocks can
+// have its own set of bad shards.
+func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, lo, hi int64) error {
+	g := v.geo
+	n, nb := g.Members, int((hi-lo)/bs)
+	shards := make([][]byte, n)
+	bad := make([][]bool, n)
+	aliased := make([]bool, n)
+	for j, sp := range spans {
+		if sp.off <= lo && sp.end() >= hi {
+			shards[sp.d] = sp.buf[lo-sp.off : hi-sp.off]
+			bad[sp.d] = bads[j][(lo-sp.off)/bs : (hi-sp.off)/bs]
+			aliased[sp.d] = true
+		}
+	}
+	var ios []memIO
+	var owned [][]byte
+	var ioShard []int
+	for i := range n {
+		if shards[i] == nil {
+			shards[i] = v.getBuf(hi - lo)
+			owned = append(owned, shards[i])
+			ios = append(ios, memIO{slot: g.Slot(s, i), off: s*g.chunk + lo, buf: shards[i]})
+			ioShard = append(ioShard, i)
+		}
+	}
+	defer v.putBuf(owned...)
+	v.do(ios, false)
+	for k, io := range ios {
+		bad[ioShard[k]] = badBlocks(io.err, nb)
+	}
+	for i := range bad {
+		if bad[i] == nil {
+			bad[i] = make([]bool, nb)
+		}
+	}
+	var errs []error
+	erased := func(b int) []bool {
+		e := make([]bool, n)
+		for i := range n {
+			e[i] = bad[i][b]
+		}
+		return e
+	}
+	for b0 := 0; b0 < nb; {
+		set := erased(b0)
+		b1 := b0 + 1
+		for b1 < nb && slices.Equal(erased(b1), set) {
+			b1++
+		}
+		c0, c1 := lo+int64(b0)*bs, lo+int64(b1)*bs
+		need := make([]bool, g.Data)
+		wanted, count := false, 0
+		for i, e := range set {
+			if e {
+				count++
+			}
+			if e && i < g.Data {
+				for j, sp := range spans {
+					if sp.d == i && sp.off < c1 && sp.end() > c0 && anyTrue(clip(bads[j], sp.off, c0, c1)) {
+						need[i], wanted = true, true
+					}
+				}
+			}
+		}
+		if wanted && count > g.Parity {
+			errs = append(errs, v.unrecoverable(s, firstTrue(need), c0,
+				fmt.Sprintf("%d chunks of the stripe are bad at this offset, more than its %d parity", count, g.Parity)))
+		} else if wanted {
+			sub := make([][]byte, n)
+			for i := range n {
+				if set[i] {
+					sub[i] = shards[i][c0-lo : c0-lo : c1-lo]
+				} else {
+					sub[i] = shards[i][c0-lo : c1-lo]
+				}
+			}
+			if err := v.codec.ReconstructSome(sub, need); err != nil {
+				errs = append(errs, v.unrecoverable(s, firstTrue(need), c0, err.Error()))
+			} else {
+				for j, sp := range spans {
+					if !need[sp.d] {
+						continue
+					}
+					for c := max(c0, sp.off); c < min(c1, sp.end()); c += bs {
+						k := (c - sp.off) / bs
+						if bads[j][k] && !aliased[sp.d] {
+							copy(sp.buf[c-sp.off:c-sp.off+bs], shards[sp.d][c-lo:])
+						}
+						bads[j][k] = false
+					}
+				}
+			}
+		}
+		b0 = b1
+	}
+	return errors.Join(errs...)
+}
+
+// clip returns the part of a span's block marks that falls in [c0, c1).
+func clip(marks []bool, spanOff, c0, c1 int64) []bool {
+	from := max(c0, spanOff)
+	to := min(c1, spanOff+int64(len(marks))*bs)
+	if from >= to {
+		return nil
+	}
+	return marks[(from-spanOff)/bs : (to-spanOff)/bs]
+}
+
+// firstTrue returns the index of the first true element, or 0.
+func firstTrue(b []bool) int {
+	return max(slices.Index(b, true), 0)
+}
