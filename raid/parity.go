@@ -18,7 +18,9 @@ func (v *Volume) readParity(s int64, spans []span) error {
 	bads := make([][]bool, len(spans))
 	lo, hi := g.chunk, int64(0)
 	for i, sp := range spans {
-		bads[i] = badBlocks(ios[i].err, len(sp.buf)/bs)
+		if bads[i] = badBlocks(ios[i].err, len(sp.buf)/bs); bads[i] == nil {
+			bads[i] = make([]bool, len(sp.buf)/bs)
+		}
 		for _, r := range runs(bads[i]) {
 			lo = min(lo, sp.off+int64(r[0])*bs)
 			hi = max(hi, sp.off+int64(r[1])*bs)

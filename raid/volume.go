@@ -91,8 +91,7 @@ func Open(dirs []string, o Options) (*Volume, error) {
 	chunk := int(v.geo.chunk)
 	v.bufs.New = func() any { b := blockdev.AllocAligned(chunk); return &b }
 	if a.layout.Parity > 0 {
-		// One goroutine per stripe: requests parallelise across stripes.
-		v.codec, err = reedsolomon.New(a.layout.Data, a.layout.Parity, reedsolomon.WithMaxGoroutines(1))
+		v.codec, err = newCodec(a.layout.Data, a.layout.Parity)
 		if err != nil {
 			return nil, fmt.Errorf("reed-solomon %d+%d: %w", a.layout.Data, a.layout.Parity, err)
 		}
@@ -117,6 +116,14 @@ func Open(dirs []string, o Options) (*Volume, error) {
 		v.members[slot] = &member{slot: slot, label: f.label, m: bm, dev: blockdev.NewChecked(dev, bm.Sums)}
 	}
 	return v, nil
+}
+
+// newCodec returns the Reed-Solomon codec of a k+m stripe. Its parity bytes
+// are part of the on-disk format: TestParityIsPinned guards them. It runs
+// one goroutine per call, since the engine parallelises across stripes,
+// which beats splitting a chunk of 64 KiB or less between goroutines.
+func newCodec(k, m int, opts ...reedsolomon.Option) (reedsolomon.Encoder, error) {
+	return reedsolomon.New(k, m, append([]reedsolomon.Option{reedsolomon.WithMaxGoroutines(1)}, opts...)...)
 }
 
 // Size is the volume's size in bytes.
