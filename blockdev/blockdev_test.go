@@ -213,3 +213,60 @@ func TestMemberDirectories(t *testing.T) {
 		t.Fatalf("ReadLabel on an empty directory = %v, want ErrNotMember", err)
 	}
 }
+
+func TestVectoredIO(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		f := newFile(t, 16*bs, direct)
+		unaligned := make([]byte, bs+1)[1:]
+		bufs := [][]byte{blockdev.AllocAligned(2 * bs), unaligned, blockdev.AllocAligned(bs)}
+		for i, b := range bufs {
+			for j := range b {
+				b[j] = byte(i*50 + j)
+			}
+		}
+		if n, err := blockdev.WritevAt(f, bufs, 3*bs); err != nil || n != 4*bs {
+			t.Fatalf("direct=%v: WritevAt = %d, %v", direct, n, err)
+		}
+		whole := make([]byte, 4*bs)
+		if _, err := f.ReadAt(whole, 3*bs); err != nil {
+			t.Fatal(err)
+		}
+		if want := bytes.Join(bufs, nil); !bytes.Equal(whole, want) {
+			t.Fatalf("direct=%v: vectored write did not land back to back", direct)
+		}
+		back := [][]byte{make([]byte, bs+1)[1:], blockdev.AllocAligned(3 * bs)}
+		if _, err := blockdev.ReadvAt(f, back, 3*bs); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(bytes.Join(back, nil), whole) {
+			t.Fatalf("direct=%v: vectored read differs", direct)
+		}
+		if _, err := blockdev.ReadvAt(f, [][]byte{make([]byte, bs), make([]byte, 100)}, 0); !errors.Is(err, blockdev.ErrUnaligned) {
+			t.Fatalf("vectored read with a short piece = %v, want ErrUnaligned", err)
+		}
+		if _, err := blockdev.WritevAt(f, [][]byte{make([]byte, 8*bs), make([]byte, 8*bs)}, bs); !errors.Is(err, blockdev.ErrOutOfRange) {
+			t.Fatalf("vectored write past the end = %v, want ErrOutOfRange", err)
+		}
+	}
+}
+
+func TestVectoredChecksumErrorsCountAcrossPieces(t *testing.T) {
+	m := newMember(t, 16*bs)
+	for _, faulty := range []bool{false, true} {
+		var under blockdev.Device = blockdev.NewMem(16 * bs)
+		raw := under
+		if faulty {
+			under = blockdev.NewFaulty(under, 3)
+		}
+		c := blockdev.NewChecked(under, m.Sums)
+		if _, err := blockdev.WritevAt(c, [][]byte{bytes.Repeat([]byte{1}, 2*bs), bytes.Repeat([]byte{2}, 3*bs)}, 0); err != nil {
+			t.Fatal(err)
+		}
+		raw.WriteAt(make([]byte, bs), 3*bs) // rot block 3: the second piece's second block
+		_, err := blockdev.ReadvAt(c, [][]byte{make([]byte, 2*bs), make([]byte, 3*bs)}, 0)
+		var ce *blockdev.ChecksumError
+		if !errors.As(err, &ce) || !slices.Equal(ce.Blocks, []int64{3}) {
+			t.Fatalf("faulty=%v: vectored read over rot = %v, want block 3", faulty, err)
+		}
+	}
+}

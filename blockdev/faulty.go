@@ -191,6 +191,30 @@ func (f *Faulty) WriteAt(p []byte, off int64) (int, error) {
 	return f.dev.WriteAt(p, off)
 }
 
+// ReadvAt passes a vectored read through in one call while no rule is in
+// force, and applies the rules piece by piece otherwise.
+func (f *Faulty) ReadvAt(bufs [][]byte, off int64) (int, error) {
+	if f.idle() {
+		return ReadvAt(f.dev, bufs, off)
+	}
+	return ReadvAt(struct{ Device }{f}, bufs, off)
+}
+
+// WritevAt is ReadvAt's counterpart for writes.
+func (f *Faulty) WritevAt(bufs [][]byte, off int64) (int, error) {
+	if f.idle() {
+		return WritevAt(f.dev, bufs, off)
+	}
+	return WritevAt(struct{ Device }{f}, bufs, off)
+}
+
+// idle reports whether no rule is in force.
+func (f *Faulty) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.rules) == 0
+}
+
 // Sync passes through.
 func (f *Faulty) Sync() error { return f.dev.Sync() }
 

@@ -13,6 +13,7 @@ import (
 // File is a Device backed by a preallocated regular file.
 type File struct {
 	f      *os.File
+	fd     int
 	size   int64
 	direct bool
 	closed atomic.Bool
@@ -73,7 +74,7 @@ func OpenFile(path string, direct bool) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("data file %s: size %d is not a multiple of %d", path, st.Size(), BlockSize)
 	}
-	return &File{f: f, size: st.Size(), direct: direct}, nil
+	return &File{f: f, fd: int(f.Fd()), size: st.Size(), direct: direct}, nil
 }
 
 // Size returns the device's size in bytes.
@@ -121,12 +122,59 @@ func (d *File) io(p []byte, off int64, op func([]byte, int64) (int, error), writ
 	return done, nil
 }
 
+// ReadvAt reads bufs back to back from off with preadv.
+func (d *File) ReadvAt(bufs [][]byte, off int64) (int, error) {
+	return d.vector(bufs, off, unix.Preadv, d.ReadAt)
+}
+
+// WritevAt writes bufs back to back from off with pwritev.
+func (d *File) WritevAt(bufs [][]byte, off int64) (int, error) {
+	return d.vector(bufs, off, unix.Pwritev, d.WriteAt)
+}
+
+func (d *File) vector(bufs [][]byte, off int64, op func(int, [][]byte, int64) (int, error), each func([]byte, int64) (int, error)) (int, error) {
+	if d.closed.Load() {
+		return 0, ErrClosed
+	}
+	if err := checkVector(d.size, bufs, off); err != nil {
+		return 0, err
+	}
+	aligned := true
+	for _, b := range bufs {
+		aligned = aligned && (!d.direct || IsAligned(b))
+	}
+	done := 0
+	if aligned {
+		n, err := op(d.fd, bufs, off)
+		if err != nil {
+			return 0, fmt.Errorf("vectored I/O of %d bytes at %d: %w", totalLen(bufs), off, err)
+		}
+		done = n
+	}
+	// A short transfer, or memory O_DIRECT cannot use: finish piece by piece.
+	for pos := 0; pos < len(bufs); pos++ {
+		b := bufs[pos]
+		if done >= len(b) {
+			done -= len(b)
+			off += int64(len(b))
+			continue
+		}
+		m, err := each(b[done:], off+int64(done))
+		if err != nil {
+			return 0, err
+		}
+		off += int64(done + m)
+		done = 0
+	}
+	return totalLen(bufs), nil
+}
+
 // Sync makes written data durable (fdatasync).
 func (d *File) Sync() error {
 	if d.closed.Load() {
 		return ErrClosed
 	}
-	return unix.Fdatasync(int(d.f.Fd()))
+	return unix.Fdatasync(d.fd)
 }
 
 // Close closes the file. Later calls return ErrClosed.

@@ -3,6 +3,7 @@ package raid
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/lockstepfs/lockstep/blockdev"
@@ -30,39 +31,94 @@ type memIO struct {
 	err  error
 }
 
-// do runs member I/Os in parallel and counts their errors against their
-// members.
+// maxIOV is the most buffers one vectored member I/O carries (Linux's
+// IOV_MAX).
+const maxIOV = 1024
+
+// do runs member I/Os in parallel. I/Os to one member at adjacent offsets
+// are merged into one vectored call, so that a request spanning several
+// stripes costs each member one system call, not one per chunk. Errors are
+// counted against their members and handed back to each I/O, a checksum
+// error only to the I/Os whose blocks failed.
 func (v *Volume) do(ios []memIO, write bool) {
-	one := func(io *memIO) {
-		m := v.members[io.slot]
-		if m == nil {
-			io.err = errMissing
-			return
-		}
-		if write {
-			_, io.err = m.dev.WriteAt(io.buf, io.off)
-		} else {
-			_, io.err = m.dev.ReadAt(io.buf, io.off)
-		}
-		switch {
-		case io.err == nil:
-		case errors.Is(io.err, blockdev.ErrChecksum):
-			m.checksumErrors.Add(1)
-		case write:
-			m.writeErrors.Add(1)
-		default:
-			m.readErrors.Add(1)
-		}
+	order := make([]*memIO, len(ios))
+	for i := range ios {
+		order[i] = &ios[i]
 	}
-	if len(ios) == 1 {
-		one(&ios[0])
+	slices.SortFunc(order, func(a, b *memIO) int {
+		if a.slot != b.slot {
+			return a.slot - b.slot
+		}
+		return int(a.off - b.off)
+	})
+	var groups [][]*memIO
+	for _, io := range order {
+		if n := len(groups); n > 0 {
+			g := groups[n-1]
+			if last := g[len(g)-1]; last.slot == io.slot && last.off+int64(len(last.buf)) == io.off && len(g) < maxIOV {
+				groups[n-1] = append(g, io)
+				continue
+			}
+		}
+		groups = append(groups, []*memIO{io})
+	}
+	if len(groups) == 1 {
+		v.doGroup(groups[0], write)
 		return
 	}
 	var wg sync.WaitGroup
-	for i := range ios {
-		wg.Go(func() { one(&ios[i]) })
+	for _, g := range groups {
+		wg.Go(func() { v.doGroup(g, write) })
 	}
 	wg.Wait()
+}
+
+// doGroup runs I/Os to one member that lie back to back, in one call.
+func (v *Volume) doGroup(g []*memIO, write bool) {
+	m := v.members[g[0].slot]
+	if m == nil {
+		for _, io := range g {
+			io.err = errMissing
+		}
+		return
+	}
+	bufs := make([][]byte, len(g))
+	for i, io := range g {
+		bufs[i] = io.buf
+	}
+	var err error
+	if write {
+		_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)
+	} else {
+		_, err = blockdev.ReadvAt(m.dev, bufs, g[0].off)
+	}
+	var ce *blockdev.ChecksumError
+	switch {
+	case err == nil:
+		return
+	case errors.As(err, &ce):
+		m.checksumErrors.Add(1)
+		for _, io := range g {
+			first, last := (io.off-g[0].off)/bs, (io.off-g[0].off+int64(len(io.buf)))/bs
+			var mine []int64
+			for _, b := range ce.Blocks {
+				if b >= first && b < last {
+					mine = append(mine, b-first)
+				}
+			}
+			if mine != nil {
+				io.err = &blockdev.ChecksumError{Off: io.off, Blocks: mine}
+			}
+		}
+		return
+	case write:
+		m.writeErrors.Add(1)
+	default:
+		m.readErrors.Add(1)
+	}
+	for _, io := range g {
+		io.err = err
+	}
 }
 
 // badBlocks turns the error of an n-block member read into the blocks it
@@ -85,13 +141,15 @@ func badBlocks(err error, n int) []bool {
 	return bad
 }
 
-// forStripes cuts a request into stripes and runs each under its stripe lock,
-// in parallel.
+// job is the part of a request that falls in one stripe.
+type job struct {
+	s     int64
+	spans []span
+}
+
+// forStripes cuts a request into stripes, locks them all (in ascending
+// order, so that requests cannot deadlock) and serves them together.
 func (v *Volume) forStripes(p []byte, off int64, write bool) error {
-	type job struct {
-		s     int64
-		spans []span
-	}
 	var jobs []job
 	for _, e := range v.geo.extents(off, int64(len(p))) {
 		if len(jobs) == 0 || jobs[len(jobs)-1].s != e.stripe {
@@ -100,23 +158,74 @@ func (v *Volume) forStripes(p []byte, off int64, write bool) error {
 		j := &jobs[len(jobs)-1]
 		j.spans = append(j.spans, span{d: e.d, off: e.off, buf: p[e.pos : e.pos+e.n]})
 	}
-	run := func(j job) error {
-		unlock := v.locks.lock(j.s, write)
-		defer unlock()
-		if write {
-			return v.writeStripe(j.s, j.spans)
-		}
-		return v.readStripe(j.s, j.spans)
-	}
-	if len(jobs) == 1 {
-		return run(jobs[0])
-	}
-	errs := make([]error, len(jobs))
-	var wg sync.WaitGroup
+	unlocks := make([]func(), len(jobs))
 	for i, j := range jobs {
-		wg.Go(func() { errs[i] = run(j) })
+		unlocks[i] = v.locks.lock(j.s, write)
+	}
+	defer func() {
+		for _, u := range unlocks {
+			u()
+		}
+	}()
+	if write {
+		return v.writeJobs(jobs)
+	}
+	return v.readJobs(jobs)
+}
+
+// parallel runs f(i) for i < n, in goroutines when there is more than one.
+func parallel(n int, f func(i int)) {
+	if n == 1 {
+		f(0)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { f(i) })
 	}
 	wg.Wait()
+}
+
+// readJobs reads the stripes of a request: every stripe's first-choice
+// member reads go out together; stripes where some failed then fall back to
+// other copies or reconstruction, in parallel.
+func (v *Volume) readJobs(jobs []job) error {
+	aligned := make([][]span, len(jobs))
+	from := make([]int, len(jobs)+1)
+	var all []memIO
+	for i, j := range jobs {
+		aligned[i] = make([]span, len(j.spans))
+		for k, sp := range j.spans {
+			aligned[i][k], _ = v.alignSpan(sp)
+		}
+		all = append(all, v.planRead(j.s, aligned[i])...)
+		from[i+1] = len(all)
+	}
+	v.do(all, false)
+	var failed []int
+	for i := range jobs {
+		for _, io := range all[from[i]:from[i+1]] {
+			if io.err != nil {
+				failed = append(failed, i)
+				break
+			}
+		}
+	}
+	errs := make([]error, len(jobs))
+	if len(failed) > 0 {
+		parallel(len(failed), func(k int) {
+			i := failed[k]
+			errs[i] = v.finishRead(jobs[i].s, aligned[i], all[from[i]:from[i+1]])
+		})
+	}
+	for i, j := range jobs {
+		for k, sp := range j.spans {
+			if a := aligned[i][k]; &a.buf[0] != &sp.buf[0] {
+				copy(sp.buf, a.buf[sp.off-a.off:])
+				v.putBuf(a.buf)
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -131,33 +240,37 @@ func (v *Volume) alignSpan(sp span) (span, bool) {
 	return span{d: sp.d, off: lo, buf: v.getBuf(hi - lo)}, true
 }
 
-// readStripe serves the read spans of stripe s; the stripe is locked.
-func (v *Volume) readStripe(s int64, spans []span) error {
-	aligned := make([]span, len(spans))
-	var bounced []int
-	for i, sp := range spans {
-		var b bool
-		aligned[i], b = v.alignSpan(sp)
-		if b {
-			bounced = append(bounced, i)
-		}
-	}
-	err := v.readSpans(s, aligned)
-	for _, i := range bounced {
-		copy(spans[i].buf, aligned[i].buf[spans[i].off-aligned[i].off:])
-		v.putBuf(aligned[i].buf)
-	}
-	return err
+// readSpans reads block-aligned spans of a locked stripe into their
+// buffers, proving every block by its checksum and serving from redundancy
+// what cannot be proven.
+func (v *Volume) readSpans(s int64, spans []span) error {
+	ios := v.planRead(s, spans)
+	v.do(ios, false)
+	return v.finishRead(s, spans, ios)
 }
 
-// readSpans reads block-aligned spans of stripe s into their buffers,
-// proving every block by its checksum and serving from redundancy what
-// cannot be proven.
-func (v *Volume) readSpans(s int64, spans []span) error {
-	if v.geo.Parity > 0 {
-		return v.readParity(s, spans)
+// planRead returns the first-choice member read of each span: its data
+// chunk, or for mirrors the copy pickCopy chooses.
+func (v *Volume) planRead(s int64, spans []span) []memIO {
+	g := v.geo
+	ios := make([]memIO, len(spans))
+	for i, sp := range spans {
+		shard := sp.d
+		if g.Parity == 0 {
+			shard = sp.d*g.Copies + v.pickCopy(s, sp.d)
+		}
+		ios[i] = memIO{slot: g.Slot(s, shard), off: s*g.chunk + sp.off, buf: sp.buf}
 	}
-	return v.readMirror(s, spans)
+	return ios
+}
+
+// finishRead serves from redundancy the blocks that the planned reads ios
+// could not prove.
+func (v *Volume) finishRead(s int64, spans []span, ios []memIO) error {
+	if v.geo.Parity > 0 {
+		return v.finishParity(s, spans, ios)
+	}
+	return v.finishMirror(s, spans, ios)
 }
 
 // unrecoverable describes the blocks of stripe s, data chunk d, that could
@@ -167,22 +280,16 @@ func (v *Volume) unrecoverable(s int64, d int, off int64, why string) error {
 		ErrUnrecoverable, s*v.geo.stripeData()+int64(d)*v.geo.chunk+off, s, d, why)
 }
 
-// readMirror reads each span from one copy and fetches the blocks that fail
-// from the other copies, block by block.
-func (v *Volume) readMirror(s int64, spans []span) error {
+// finishMirror fetches the blocks that failed from the other copies, block
+// by block.
+func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 	g := v.geo
-	first := make([]int, len(spans))
-	ios := make([]memIO, len(spans))
-	for i, sp := range spans {
-		first[i] = v.pickCopy(s, sp.d)
-		ios[i] = memIO{slot: g.Slot(s, sp.d*g.Copies+first[i]), off: s*g.chunk + sp.off, buf: sp.buf}
-	}
-	v.do(ios, false)
 	var errs []error
 	for i, sp := range spans {
 		bad := badBlocks(ios[i].err, len(sp.buf)/bs)
+		first := ios[i].slot - sp.d*g.Copies // mirrors do not rotate: slot = shard
 		for k := 1; k < g.Copies && anyTrue(bad); k++ {
-			slot := g.Slot(s, sp.d*g.Copies+(first[i]+k)%g.Copies)
+			slot := g.Slot(s, sp.d*g.Copies+(first+k)%g.Copies)
 			for _, r := range runs(bad) {
 				io := []memIO{{slot: slot, off: s*g.chunk + sp.off + int64(r[0])*bs, buf: sp.buf[r[0]*bs : r[1]*bs]}}
 				v.do(io, false)
@@ -199,12 +306,13 @@ func (v *Volume) readMirror(s int64, spans []span) error {
 	return errors.Join(errs...)
 }
 
-// pickCopy chooses the copy of data chunk d of stripe s to read first:
-// rotating by stripe spreads reads over the copies; missing members are
-// skipped.
+// pickCopy chooses the copy of data chunk d of stripe s to read first.
+// Copies take turns by MiB of member space: that spreads reads over them
+// while keeping the chunks one request reads from a member adjacent, so that
+// they merge into one I/O. Missing members are skipped.
 func (v *Volume) pickCopy(s int64, d int) int {
 	g := v.geo
-	start := int((s + int64(d)) % int64(g.Copies))
+	start := int(((s*g.chunk)>>20 + int64(d)) % int64(g.Copies))
 	for k := range g.Copies {
 		c := (start + k) % g.Copies
 		if v.members[g.Slot(s, d*g.Copies+c)] != nil {

@@ -6,15 +6,10 @@ import (
 	"slices"
 )
 
-// readParity reads each span from its data member and rebuilds the blocks
-// that fail from the rest of the stripe with Reed-Solomon.
-func (v *Volume) readParity(s int64, spans []span) error {
+// finishParity rebuilds the blocks that the data-chunk reads ios could not
+// prove from the rest of the stripe, with Reed-Solomon.
+func (v *Volume) finishParity(s int64, spans []span, ios []memIO) error {
 	g := v.geo
-	ios := make([]memIO, len(spans))
-	for i, sp := range spans {
-		ios[i] = memIO{slot: g.Slot(s, sp.d), off: s*g.chunk + sp.off, buf: sp.buf}
-	}
-	v.do(ios, false)
 	bads := make([][]bool, len(spans))
 	lo, hi := g.chunk, int64(0)
 	for i, sp := range spans {

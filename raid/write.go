@@ -1,21 +1,99 @@
 package raid
 
 import (
+	"errors"
 	"fmt"
 )
 
-// writeStripe writes the spans of stripe s; the stripe is locked
-// exclusively.
-func (v *Volume) writeStripe(s int64, spans []span) error {
+// stripeWrite is a planned stripe write: the member writes to issue, the
+// spans they carry, and the buffers to give back once they are done.
+type stripeWrite struct {
+	s       int64
+	spans   []span // block-aligned
+	ios     []memIO
+	release func()
+}
+
+// writeJobs writes the stripes of a request: each stripe is planned (old
+// data read and parity computed where needed) in parallel, then every member
+// write of the request goes out together.
+func (v *Volume) writeJobs(jobs []job) error {
+	plans := make([]stripeWrite, len(jobs))
+	errs := make([]error, len(jobs))
+	parallel(len(jobs), func(i int) { plans[i], errs[i] = v.planWrite(jobs[i].s, jobs[i].spans) })
+	var all []memIO
+	for i := range plans {
+		all = append(all, plans[i].ios...)
+	}
+	v.do(all, true)
+	at := 0
+	for i, p := range plans {
+		if errs[i] == nil {
+			errs[i] = v.checkWrite(p.s, p.spans, all[at:at+len(p.ios)])
+		}
+		at += len(p.ios)
+		p.release()
+	}
+	return errors.Join(errs...)
+}
+
+// planWrite prepares the member writes of one locked stripe.
+func (v *Volume) planWrite(s int64, spans []span) (stripeWrite, error) {
 	spans, release, err := v.alignForWrite(s, spans)
-	defer release()
+	w := stripeWrite{s: s, spans: spans, release: release}
 	if err != nil {
-		return err
+		return w, err
 	}
-	if v.geo.Parity > 0 {
-		return v.writeParity(s, spans)
+	g := v.geo
+	if g.Parity > 0 {
+		return v.planParity(w)
 	}
-	return v.writeMirror(s, spans)
+	for _, sp := range spans {
+		for c := range g.Copies {
+			w.ios = append(w.ios, memIO{slot: g.Slot(s, sp.d*g.Copies+c), off: s*g.chunk + sp.off, buf: sp.buf})
+		}
+	}
+	return w, nil
+}
+
+// checkWrite decides whether a stripe's writes left its data servable. A
+// mirrored chunk is written if at least one copy took it; a parity stripe if
+// no more chunks than its parity are missing or failed. A member that failed
+// keeps the checksum of the new data, so its old contents are never served.
+func (v *Volume) checkWrite(s int64, spans []span, ios []memIO) error {
+	g := v.geo
+	if g.Parity == 0 {
+		for i, sp := range spans {
+			ok := false
+			var last error
+			for _, io := range ios[i*g.Copies : (i+1)*g.Copies] {
+				ok = ok || io.err == nil
+				if io.err != nil {
+					last = io.err
+				}
+			}
+			if !ok {
+				return v.unrecoverable(s, sp.d, sp.off, fmt.Sprintf("no copy took the write: %v", last))
+			}
+		}
+		return nil
+	}
+	lost := map[int]bool{}
+	for i := range g.Members {
+		if v.members[g.Slot(s, i)] == nil {
+			lost[g.Slot(s, i)] = true
+		}
+	}
+	for _, io := range ios {
+		if io.err != nil {
+			lost[io.slot] = true
+		}
+	}
+	if len(lost) > g.Parity {
+		return v.unrecoverable(s, spans[0].d, spans[0].off,
+			fmt.Sprintf("the write reached only %d of %d chunks of the stripe", g.Members-len(lost), g.Members))
+	}
+	return nil
 }
 
 // alignForWrite widens unaligned spans to whole blocks, filling the edges
@@ -50,41 +128,13 @@ func (v *Volume) alignForWrite(s int64, spans []span) ([]span, func(), error) {
 	return out, release, nil
 }
 
-// writeMirror writes every span to every copy. A chunk is written if at
-// least one copy took it; a copy that failed keeps the checksum of the new
-// data, so its old contents are never served.
-func (v *Volume) writeMirror(s int64, spans []span) error {
-	g := v.geo
-	ios := make([]memIO, 0, len(spans)*g.Copies)
-	for _, sp := range spans {
-		for c := range g.Copies {
-			ios = append(ios, memIO{slot: g.Slot(s, sp.d*g.Copies+c), off: s*g.chunk + sp.off, buf: sp.buf})
-		}
-	}
-	v.do(ios, true)
-	for i, sp := range spans {
-		ok := false
-		var last error
-		for _, io := range ios[i*g.Copies : (i+1)*g.Copies] {
-			ok = ok || io.err == nil
-			if io.err != nil {
-				last = io.err
-			}
-		}
-		if !ok {
-			return v.unrecoverable(s, sp.d, sp.off, fmt.Sprintf("no copy took the write: %v", last))
-		}
-	}
-	return nil
-}
-
-// writeParity writes the spans of one stripe with new parity. Over the
-// columns [lo, hi) that the spans touch, it either encodes the whole stripe
-// from new and old data (reconstruct-write) or folds the change into the old
-// parity (read-modify-write, reedsolomon's Update), whichever reads fewer
-// chunks; a whole stripe is encoded without reading anything.
-func (v *Volume) writeParity(s int64, spans []span) error {
-	g := v.geo
+// planParity plans the writes of one parity stripe. Over the columns
+// [lo, hi) that the spans touch, it either encodes the whole stripe from new
+// and old data (reconstruct-write) or folds the change into the old parity
+// (read-modify-write, reedsolomon's Update), whichever reads fewer chunks; a
+// whole stripe is encoded without reading anything.
+func (v *Volume) planParity(w stripeWrite) (stripeWrite, error) {
+	g, s, spans := v.geo, w.s, w.spans
 	lo, hi := g.chunk, int64(0)
 	for _, sp := range spans {
 		lo, hi = min(lo, sp.off), max(hi, sp.end())
@@ -97,52 +147,31 @@ func (v *Volume) writeParity(s int64, spans []span) error {
 			full++
 		}
 	}
-	reconstructReads := g.Data - full
-	updateReads := len(spans) + g.Parity
 	parity := make([][]byte, g.Parity)
 	for p := range parity {
 		parity[p] = v.getBuf(hi - lo)
 	}
-	defer v.putBuf(parity...)
+	releaseSpans := w.release
+	w.release = func() { releaseSpans(); v.putBuf(parity...) }
 
+	reconstructReads := g.Data - full
+	updateReads := len(spans) + g.Parity
 	var err error
 	if updateReads < reconstructReads {
 		err = v.updateParity(s, bySlot, lo, hi, parity)
 	}
 	if updateReads >= reconstructReads || err != nil {
 		if err = v.encodeParity(s, bySlot, lo, hi, parity); err != nil {
-			return err
+			return w, err
 		}
 	}
-
-	ios := make([]memIO, 0, len(spans)+g.Parity)
 	for _, sp := range spans {
-		ios = append(ios, memIO{slot: g.Slot(s, sp.d), off: s*g.chunk + sp.off, buf: sp.buf})
+		w.ios = append(w.ios, memIO{slot: g.Slot(s, sp.d), off: s*g.chunk + sp.off, buf: sp.buf})
 	}
 	for p := range parity {
-		ios = append(ios, memIO{slot: g.Slot(s, g.Data+p), off: s*g.chunk + lo, buf: parity[p]})
+		w.ios = append(w.ios, memIO{slot: g.Slot(s, g.Data+p), off: s*g.chunk + lo, buf: parity[p]})
 	}
-	v.do(ios, true)
-	lost := make(map[int]error)
-	for i := range g.Members {
-		if v.members[g.Slot(s, i)] == nil {
-			lost[i] = errMissing
-		}
-	}
-	for k, io := range ios {
-		if io.err != nil {
-			i := g.Data + k - len(spans)
-			if k < len(spans) {
-				i = spans[k].d
-			}
-			lost[i] = io.err
-		}
-	}
-	if len(lost) > g.Parity {
-		return v.unrecoverable(s, spans[0].d, spans[0].off,
-			fmt.Sprintf("the write reached only %d of %d chunks of the stripe", g.Members-len(lost), g.Members))
-	}
-	return nil
+	return w, nil
 }
 
 // encodeParity computes parity over [lo, hi) from the new data in the spans

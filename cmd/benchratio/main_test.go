@@ -1,0 +1,40 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestRatios(t *testing.T) {
+	in := `goos: linux
+BenchmarkIO/seqwrite-1M/raw-2      100   1 ns/op   1000.00 MB/s   1.000 limit-factor
+BenchmarkIO/seqwrite-1M/raw-2      100   1 ns/op   3000.00 MB/s   1.000 limit-factor
+BenchmarkIO/seqwrite-1M/raw-2      100   1 ns/op   2000.00 MB/s   1.000 limit-factor
+BenchmarkIO/seqwrite-1M/raid6-6-2  100   1 ns/op   1200.00 MB/s   0.6667 limit-factor
+BenchmarkEncode/bare/4+2-64K-2     100   1 ns/op   40000.00 MB/s
+BenchmarkEncode/engine/4+2-64K-2   100   1 ns/op   36000.00 MB/s
+`
+	var out bytes.Buffer
+	if err := run(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		"BenchmarkIO/seqwrite-1M/raid6-6                    1200       2000     0.60      0.90",
+		"BenchmarkEncode/engine/4+2-64K                    36000      40000     0.90",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "/raw ") {
+		t.Errorf("baselines are printed as results:\n%s", got)
+	}
+}
+
+func TestNoResults(t *testing.T) {
+	if err := run(strings.NewReader("PASS\n"), &bytes.Buffer{}); err == nil {
+		t.Fatal("no error for input without results")
+	}
+}

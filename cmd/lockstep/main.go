@@ -1,0 +1,17 @@
+// Command lockstep keeps a redundant virtual volume on a set of member
+// directories. See `lockstep --help`.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/lockstepfs/lockstep/cmd/lockstep/cli"
+)
+
+func main() {
+	if err := cli.New().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "lockstep:", err)
+		os.Exit(1)
+	}
+}
