@@ -18,10 +18,10 @@ test:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## bench: benchmarks over file-backed members in $TMPDIR, each figure beside
-## its baseline from the same run (median of three)
+## its baseline from the same run (medians of interleaved rounds)
 bench:
 	@mkdir -p bin
-	$(GO) test -run '^$$' -bench . -benchtime 1s -count 3 -timeout 60m ./raid/ | tee bin/bench.txt
+	$(GO) test -run '^$$' -bench . -benchtime 1s -timeout 60m ./raid/ | tee bin/bench.txt
 	@echo
 	$(GO) run ./cmd/benchratio < bin/bench.txt
 

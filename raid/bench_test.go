@@ -66,21 +66,41 @@ var benchTargets = []benchTarget{
 	volumeTarget("raid6", 6),
 }
 
+// benchRounds is how many times each workload goes round the targets.
+const benchRounds = 5
+
 // parallelism is goroutines per CPU: 8 on two CPUs is a queue depth of 16.
 const parallelism = 8
 
 // BenchmarkIO measures sequential 1 MiB and random 4 KiB I/O at queue depth
 // 16 on a raw O_DIRECT file and on volumes over O_DIRECT members in the same
-// folder. `make bench` prints each figure beside the raw one.
+// folder. Every target is filled first; then each workload runs on all
+// targets in turn, benchRounds times over, so that a figure and its baseline
+// meet the disk in the same state (a virtual disk's speed drifts with what
+// was written just before). `make bench` prints the median of the rounds
+// beside the raw one.
 func BenchmarkIO(b *testing.B) {
-	for _, tg := range benchTargets {
+	opened := make([]rw, len(benchTargets))
+	for i, tg := range benchTargets {
 		t, closeTarget := tg.open(b)
+		defer closeTarget()
 		fill(b, t)
-		b.Run("seqwrite-1M/"+tg.name, func(b *testing.B) { sequential(b, t, true, tg.writeFactor) })
-		b.Run("seqread-1M/"+tg.name, func(b *testing.B) { sequential(b, t, false, 1) })
-		b.Run("randread-4K/"+tg.name, func(b *testing.B) { random(b, t, false) })
-		b.Run("randwrite-4K/"+tg.name, func(b *testing.B) { random(b, t, true) })
-		closeTarget()
+		opened[i] = t
+	}
+	for _, w := range []struct {
+		name string
+		run  func(b *testing.B, t rw, tg benchTarget)
+	}{
+		{"seqwrite-1M", func(b *testing.B, t rw, tg benchTarget) { sequential(b, t, true, tg.writeFactor) }},
+		{"seqread-1M", func(b *testing.B, t rw, tg benchTarget) { sequential(b, t, false, 1) }},
+		{"randread-4K", func(b *testing.B, t rw, _ benchTarget) { random(b, t, false) }},
+		{"randwrite-4K", func(b *testing.B, t rw, _ benchTarget) { random(b, t, true) }},
+	} {
+		for range benchRounds {
+			for i, tg := range benchTargets {
+				b.Run(w.name+"/"+tg.name, func(b *testing.B) { w.run(b, opened[i], tg) })
+			}
+		}
 	}
 }
 

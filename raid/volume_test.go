@@ -89,7 +89,7 @@ func TestModelEveryLayout(t *testing.T) {
 		rng := seeded(t)
 		a := raidtest.New(t, c, members)
 		m := make(raidtest.Model, volSize)
-		randomOps(t, rng, a.Vol, m, 1500, 3*c.Chunk*int64(members))
+		randomOps(t, rng, a.Vol, m, 4000, 2*c.Chunk*int64(members))
 		raidtest.Expect(t, a.Vol, m, 0, volSize)
 		a.Close(t)
 		raidtest.CheckOnDisk(t, c, a.Dirs, m)
@@ -104,6 +104,29 @@ func TestModelEveryLayout(t *testing.T) {
 		a.Close(t)
 		raidtest.CheckOnDisk(t, c, a.Dirs, m)
 	})
+}
+
+// TestModelDirect runs the model over O_DIRECT members, where unaligned
+// request buffers must be bounced.
+func TestModelDirect(t *testing.T) {
+	for _, layout := range []struct {
+		name    string
+		members int
+	}{{"raid6", 6}, {"raid10", 4}} {
+		t.Run(layout.name, func(t *testing.T) {
+			t.Parallel()
+			rng := seeded(t)
+			c := raid.Config{Layout: layout.name, Chunk: 16 << 10, Size: volSize}
+			a := raidtest.New(t, c, layout.members)
+			a.Direct = true
+			a.Open(t, a.Dirs...)
+			m := make(raidtest.Model, volSize)
+			randomOps(t, rng, a.Vol, m, 1000, 4*c.Chunk)
+			raidtest.Expect(t, a.Vol, m, 0, volSize)
+			a.Close(t)
+			raidtest.CheckOnDisk(t, c, a.Dirs, m)
+		})
+	}
 }
 
 // failAll makes every I/O of the given members fail.

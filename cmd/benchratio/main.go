@@ -5,7 +5,8 @@
 // Benchmarks are grouped by name: in "BenchmarkIO/seqwrite-1M/raid6-6" the
 // last element is the target and the rest the family. Each family's
 // baseline is its target named "raw" or "bare". Figures are the median
-// MB/s over repeated runs (-count). A benchmark that reports a
+// MB/s over repeated runs (-count, or sub-benchmarks run again, which Go
+// names with a #01 suffix). A benchmark that reports a
 // "limit-factor" metric (the share of raw bandwidth its layout can use) also
 // gets the ratio to that limit.
 package main
@@ -21,7 +22,7 @@ import (
 	"strings"
 )
 
-var line = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+.*?([\d.]+) MB/s(.*)$`)
+var line = regexp.MustCompile(`^(Benchmark\S+?)(?:#\d+)?(?:-\d+)?\s+\d+\s+.*?([\d.]+) MB/s(.*)$`)
 var factorRE = regexp.MustCompile(`([\d.]+) limit-factor`)
 
 type result struct {

@@ -9,8 +9,8 @@ import (
 func TestRatios(t *testing.T) {
 	in := `goos: linux
 BenchmarkIO/seqwrite-1M/raw-2      100   1 ns/op   1000.00 MB/s   1.000 limit-factor
-BenchmarkIO/seqwrite-1M/raw-2      100   1 ns/op   3000.00 MB/s   1.000 limit-factor
-BenchmarkIO/seqwrite-1M/raw-2      100   1 ns/op   2000.00 MB/s   1.000 limit-factor
+BenchmarkIO/seqwrite-1M/raw#01-2   100   1 ns/op   3000.00 MB/s   1.000 limit-factor
+BenchmarkIO/seqwrite-1M/raw#02-2   100   1 ns/op   2000.00 MB/s   1.000 limit-factor
 BenchmarkIO/seqwrite-1M/raid6-6-2  100   1 ns/op   1200.00 MB/s   0.6667 limit-factor
 BenchmarkEncode/bare/4+2-64K-2     100   1 ns/op   40000.00 MB/s
 BenchmarkEncode/engine/4+2-64K-2   100   1 ns/op   36000.00 MB/s

@@ -23,6 +23,7 @@ import (
 type Array struct {
 	Dirs   []string
 	Config raid.Config
+	Direct bool // open the members with O_DIRECT
 	Vol    *raid.Volume
 	Faults []*blockdev.Faulty // by slot; nil for members not open
 }
@@ -59,7 +60,7 @@ func (a *Array) Open(t testing.TB, dirs ...string) {
 		a.Vol = nil
 	}
 	a.Faults = make([]*blockdev.Faulty, len(a.Dirs))
-	v, err := raid.Open(dirs, raid.Options{Wrap: func(slot int, d blockdev.Device) blockdev.Device {
+	v, err := raid.Open(dirs, raid.Options{Direct: a.Direct, Wrap: func(slot int, d blockdev.Device) blockdev.Device {
 		a.Faults[slot] = blockdev.NewFaulty(d, uint64(slot)+1)
 		return a.Faults[slot]
 	}})
