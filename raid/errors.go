@@ -31,3 +31,12 @@ var (
 	// ErrCorruptLabel: a member's label cannot be decoded or fails validation.
 	ErrCorruptLabel = errors.New("corrupt member label")
 )
+
+var (
+	// ErrSuspended: the volume is below quorum and refuses I/O until enough
+	// members are back. Nothing that was flushed is lost.
+	ErrSuspended = errors.New("volume suspended below quorum")
+	// ErrQuorum: a request (such as failing a member) would leave too few
+	// members to serve the data.
+	ErrQuorum = errors.New("would leave too few members to serve the data")
+)
