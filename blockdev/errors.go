@@ -25,6 +25,9 @@ var (
 	// ErrAlreadyMember is returned by CreateMember for a directory that
 	// already holds a member.
 	ErrAlreadyMember = errors.New("already holds a lockstep member")
+	// ErrInUse is returned when another opener (a running mount) holds a
+	// member's metadata.
+	ErrInUse = errors.New("member is in use by a running lockstep (ask it: lockstep status MOUNTPOINT)")
 	// ErrNoLabel is returned by Meta.Label when the member has no label.
 	ErrNoLabel = errors.New("member has no label")
 )

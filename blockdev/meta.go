@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -56,6 +57,9 @@ func OpenMeta(dir string, create, readOnly bool) (*Meta, error) {
 	}
 	defer opts.Cache.Unref()
 	db, err := pebble.Open(dir, opts)
+	if err != nil && strings.Contains(err.Error(), "lock held") {
+		return nil, fmt.Errorf("metadata in %s: %w", dir, ErrInUse)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
@@ -103,6 +107,9 @@ func (m *Meta) NewBatch() *Batch { return &Batch{b: m.db.NewBatch()} }
 // Set records key = val in the batch.
 func (b *Batch) Set(key, val []byte) { _ = b.b.Set(key, val, nil) }
 
+// SetLabel records the member's encoded label in the batch.
+func (b *Batch) SetLabel(label []byte) { b.Set(keyLabel, label) }
+
 // Delete records the removal of key in the batch.
 func (b *Batch) Delete(key []byte) { _ = b.b.Delete(key, nil) }
 
@@ -117,6 +124,29 @@ func (b *Batch) Commit(sync bool) error {
 		return fmt.Errorf("metadata commit: %w", err)
 	}
 	return nil
+}
+
+// Scan calls fn with every key that starts with prefix, in key order, and
+// a copy of its value.
+func (m *Meta) Scan(prefix []byte, fn func(key, val []byte) error) error {
+	upper := append([]byte(nil), prefix...)
+	for i := len(upper) - 1; i >= 0; i-- {
+		if upper[i]++; upper[i] != 0 {
+			upper = upper[:i+1]
+			break
+		}
+	}
+	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("metadata scan %q: %w", prefix, err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(append([]byte(nil), it.Key()...), append([]byte(nil), it.Value()...)); err != nil {
+			return err
+		}
+	}
+	return it.Error()
 }
 
 // Close closes the database.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/lockstepfs/lockstep/blockdev"
 )
@@ -74,17 +75,29 @@ func (v *Volume) do(ios []memIO, write bool) {
 }
 
 // doGroup runs I/Os to one member that lie back to back, in one call.
+// Members the policy keeps out (fenced, restarting, sitting out of reads)
+// count as missing. What went wrong is reported to the policy after the
+// member is released.
 func (v *Volume) doGroup(g []*memIO, write bool) {
-	m := v.members[g[0].slot]
-	if m == nil {
+	slot := g[0].slot
+	if !v.usable(slot, write) {
 		for _, io := range g {
 			io.err = errMissing
 		}
 		return
 	}
+	m := v.members[slot]
 	bufs := make([][]byte, len(g))
 	for i, io := range g {
 		bufs[i] = io.buf
+	}
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		for _, io := range g {
+			io.err = errMissing
+		}
+		return
 	}
 	var err error
 	if write {
@@ -92,12 +105,13 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 	} else {
 		_, err = blockdev.ReadvAt(m.dev, bufs, g[0].off)
 	}
+	m.mu.RUnlock()
 	var ce *blockdev.ChecksumError
 	switch {
 	case err == nil:
 		return
 	case errors.As(err, &ce):
-		m.checksumErrors.Add(1)
+		m.ctr.checksum.Add(int64(len(ce.Blocks)))
 		for _, io := range g {
 			first, last := (io.off-g[0].off)/bs, (io.off-g[0].off+int64(len(io.buf)))/bs
 			var mine []int64
@@ -110,15 +124,29 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 				io.err = &blockdev.ChecksumError{Off: io.off, Blocks: mine}
 			}
 		}
+		v.report(slot, func(p *Policy, now time.Time) []Action { return p.Mismatch(slot, now) })
 		return
 	case write:
-		m.writeErrors.Add(1)
+		m.ctr.write.Add(1)
 	default:
-		m.readErrors.Add(1)
+		m.ctr.read.Add(1)
 	}
 	for _, io := range g {
 		io.err = err
 	}
+	v.report(slot, func(p *Policy, now time.Time) []Action { return p.IOError(slot, now) })
+}
+
+// usable reports whether a member takes reads (or writes) now.
+func (v *Volume) usable(slot int, write bool) bool {
+	m := v.members[slot]
+	if m == nil {
+		return false
+	}
+	if write {
+		return m.writable.Load()
+	}
+	return m.readable.Load()
 }
 
 // badBlocks turns the error of an n-block member read into the blocks it
@@ -315,7 +343,7 @@ func (v *Volume) pickCopy(s int64, d int) int {
 	start := int(((s*g.chunk)>>20 + int64(d)) % int64(g.Copies))
 	for k := range g.Copies {
 		c := (start + k) % g.Copies
-		if v.members[g.Slot(s, d*g.Copies+c)] != nil {
+		if v.usable(g.Slot(s, d*g.Copies+c), false) {
 			return c
 		}
 	}

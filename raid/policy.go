@@ -359,8 +359,8 @@ func (p *Policy) Approve(slot int) ([]Action, error) {
 // fail decides what a condition on a member leads to.
 func (p *Policy) fail(slot int, c Condition, why string, now time.Time) []Action {
 	h := p.members[slot]
-	if h.state != Online || h.restarting != 0 {
-		return nil
+	if h.state != Online || h.restarting != 0 || h.down != 0 {
+		return nil // already being dealt with, or waited for
 	}
 	why = c.String() + ": " + why
 	if p.cfg.FailureLevel < int(c) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/reedsolomon"
 
@@ -24,16 +25,52 @@ type Options struct {
 	// Wrap, if set, decorates each member's data device below the checksum
 	// layer; tests use it to inject faults.
 	Wrap func(slot int, dev blockdev.Device) blockdev.Device
+	// Policy is the failover policy; the zero value means DefaultPolicy().
+	Policy PolicyConfig
+	// ReadPolicy is ReadFast (the default) or ReadVote.
+	ReadPolicy ReadPolicy
+	// Now is the clock; nil means time.Now. Tests pass a fake one.
+	Now func() time.Time
+	// OnEvent, if set, is called with every event as it is recorded.
+	OnEvent func(Event)
+	// NoMonitor turns the health monitor off (for tests that drive the
+	// policy by hand).
+	NoMonitor bool
 }
+
+// ReadPolicy says how reads choose among copies.
+type ReadPolicy string
+
+// Read policies.
+const (
+	// ReadFast reads one copy (or the data chunks), checks checksums, and
+	// falls back to the others only on error.
+	ReadFast ReadPolicy = "fast"
+	// ReadVote reads every copy and takes the majority of identical
+	// contents (a checksum arbitrates between two copies); for parity
+	// layouts it checks every stripe read against its parity.
+	ReadVote ReadPolicy = "vote"
+)
 
 // member is one open member of a volume.
 type member struct {
-	slot  int
-	label Label
-	m     *blockdev.Member
-	dev   blockdev.Device // checksummed, over the (wrapped) data file
+	slot int
+	dir  string
+	opts Options
 
-	readErrors, writeErrors, checksumErrors atomic.Int64
+	probeStart    atomic.Int64 // unix nanoseconds when the probe under way began; 0 if none
+	probeReported atomic.Bool  // the probe under way was already reported overdue
+
+	mu     sync.RWMutex // I/O holds it shared; a restart or Close exclusively
+	closed bool         // its files are closed (the volume closed, or a reopen failed): no I/O
+	label  Label
+	m      *blockdev.Member
+	raw    blockdev.Device // the (wrapped) data file, below the checksums: probes read it
+	dev    blockdev.Device // checksummed, over raw
+
+	ctr      counters
+	writable atomic.Bool // the policy lets it take writes
+	readable atomic.Bool // ... and reads
 }
 
 // Volume is an open array: one virtual block device over its members. It is
@@ -51,6 +88,19 @@ type Volume struct {
 
 	mu     sync.RWMutex // I/O holds it shared, Close exclusively
 	closed bool
+
+	now        func() time.Time
+	onEvent    func(Event)
+	readPolicy ReadPolicy
+	suspended  atomic.Bool
+	stop       chan struct{}  // closed by Close: stops the monitor
+	monitoring sync.WaitGroup // the monitor loop (not its probes: a hung probe must not hang Close)
+
+	pmu        sync.Mutex // guards the fields below
+	policy     *Policy
+	generation uint64
+	events     []Event
+	eventSeq   uint32
 }
 
 // Open assembles the array from its member directories, given in any order.
@@ -82,11 +132,32 @@ func Open(dirs []string, o Options) (*Volume, error) {
 	if a.state == ArrayDegraded {
 		log.Warn("array assembled degraded", "array", a.base.ArrayName, "missing_slots", a.missingSlots())
 	}
+	if o.Policy == (PolicyConfig{}) {
+		o.Policy = DefaultPolicy()
+	}
+	if err := o.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	switch o.ReadPolicy {
+	case "":
+		o.ReadPolicy = ReadFast
+	case ReadFast, ReadVote:
+	default:
+		return nil, fmt.Errorf("read policy %q: use fast or vote", o.ReadPolicy)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	v := &Volume{
-		geo:     newGeometry(a.layout, a.base.Chunk, a.base.Size),
-		base:    a.base,
-		members: make([]*member, a.layout.Members),
-		log:     log,
+		geo:        newGeometry(a.layout, a.base.Chunk, a.base.Size),
+		base:       a.base,
+		members:    make([]*member, a.layout.Members),
+		log:        log,
+		now:        o.Now,
+		onEvent:    o.OnEvent,
+		readPolicy: o.ReadPolicy,
+		stop:       make(chan struct{}),
+		generation: a.base.Generation,
 	}
 	chunk := int(v.geo.chunk)
 	v.bufs.New = func() any { b := blockdev.AllocAligned(chunk); return &b }
@@ -96,26 +167,115 @@ func Open(dirs []string, o Options) (*Volume, error) {
 			return nil, fmt.Errorf("reed-solomon %d+%d: %w", a.layout.Data, a.layout.Parity, err)
 		}
 	}
+	states := make([]MemberState, a.layout.Members)
 	for slot, f := range a.current {
 		if f == nil {
+			states[slot] = Removed
 			continue
 		}
-		bm, err := blockdev.OpenMember(f.dir, o.Direct)
-		if err == nil && bm.Data.Size() < v.geo.memberSize() {
-			bm.Close()
-			err = fmt.Errorf("%w: data file holds %d bytes, the layout needs %d", ErrCorruptLabel, bm.Data.Size(), v.geo.memberSize())
+		m := &member{slot: slot, dir: f.dir, opts: o}
+		err := m.open(v.geo.memberSize(), f.label)
+		if err == nil {
+			err = m.loadCounters()
 		}
 		if err != nil {
 			v.closeMembers()
 			return nil, fmt.Errorf("open member %d in %s: %w", slot, f.dir, err)
 		}
-		dev := bm.Data
-		if o.Wrap != nil {
-			dev = o.Wrap(slot, dev)
+		v.members[slot] = m
+		if v.events == nil {
+			if v.events, err = m.loadEvents(); err != nil {
+				v.closeMembers()
+				return nil, fmt.Errorf("member %d in %s: %w", slot, f.dir, err)
+			}
+			v.events = v.events[max(0, len(v.events)-maxEvents):]
 		}
-		v.members[slot] = &member{slot: slot, label: f.label, m: bm, dev: blockdev.NewChecked(dev, bm.Sums)}
+	}
+	v.policy = NewPolicy(o.Policy, a.layout, states)
+	v.refreshRouting()
+	if a.state == ArrayDegraded {
+		// Writes from now on miss the absent members: a new generation
+		// makes them stale, so that they are never taken for current.
+		err := v.record(Event{Time: v.now(), Slot: -1, Kind: "assemble", Old: ArrayOptimal, New: ArrayDegraded,
+			Reason: fmt.Sprintf("assembled without slots %v", a.missingSlots())}, true)
+		if err != nil {
+			v.closeMembers()
+			return nil, err
+		}
+	}
+	if !o.NoMonitor {
+		v.monitoring.Go(v.monitor)
 	}
 	return v, nil
+}
+
+// open opens the member's directory and checks that it still holds the
+// member with the given label.
+func (m *member) open(capacity int64, want Label) error {
+	bm, err := blockdev.OpenMember(m.dir, m.opts.Direct)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error { bm.Close(); return err }
+	raw, err := bm.Meta.Label()
+	if err != nil {
+		return fail(err)
+	}
+	l, err := DecodeLabel(raw)
+	if err != nil {
+		return fail(err)
+	}
+	if l.MemberUUID != want.MemberUUID || l.ArrayUUID != want.ArrayUUID || l.Generation != want.Generation {
+		return fail(fmt.Errorf("%w: the directory now holds member %s of array %s at generation %d, not member %s at %d",
+			ErrForeignMember, l.MemberUUID, l.ArrayUUID, l.Generation, want.MemberUUID, want.Generation))
+	}
+	if bm.Data.Size() < capacity {
+		return fail(fmt.Errorf("%w: data file holds %d bytes, the layout needs %d", ErrCorruptLabel, bm.Data.Size(), capacity))
+	}
+	dev := bm.Data
+	if m.opts.Wrap != nil {
+		dev = m.opts.Wrap(m.slot, dev)
+	}
+	m.m, m.label, m.raw, m.dev = bm, l, dev, blockdev.NewChecked(dev, bm.Sums)
+	return nil
+}
+
+// reopen opens a closed member again and probes it. m.mu is held.
+func (m *member) reopen(capacity int64) error {
+	if err := m.open(capacity, m.label); err != nil {
+		return err
+	}
+	if _, err := m.raw.ReadAt(make([]byte, blockdev.BlockSize), 0); err != nil {
+		m.m.Close()
+		return fmt.Errorf("probe after reopening: %w", err)
+	}
+	m.closed = false
+	return nil
+}
+
+// restart closes and reopens a member, re-reading and checking its label,
+// probes it, and reports the outcome to the policy. I/O to the member waits
+// meanwhile.
+func (v *Volume) restart(slot int, why string) {
+	m := v.members[slot]
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	err := errors.Join(m.saveCounters(), m.m.Close())
+	m.closed = true
+	if err == nil {
+		err = m.reopen(v.geo.memberSize())
+	}
+	m.mu.Unlock()
+	reason := ""
+	if err != nil {
+		reason = err.Error()
+		v.log.Error("restart failed", "slot", slot, "cause", why, "err", err)
+	}
+	v.report(slot, func(p *Policy, now time.Time) []Action { return p.Restarted(slot, err == nil, reason, now) })
+	v.refreshRouting()
 }
 
 // newCodec returns the Reed-Solomon codec of a k+m stripe. Its parity bytes
@@ -143,15 +303,6 @@ func (v *Volume) Label() Label {
 	return l
 }
 
-// present reports, by slot, which members are open.
-func (v *Volume) present() []bool {
-	p := make([]bool, len(v.members))
-	for i, m := range v.members {
-		p[i] = m != nil
-	}
-	return p
-}
-
 // ReadAt reads len(p) bytes at volume offset off. Blocks that fail their
 // checksum or whose member fails are served from redundancy. A read that
 // reaches the end of the volume returns what lies before it and io.EOF. If
@@ -162,6 +313,9 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	defer v.mu.RUnlock()
 	if v.closed {
 		return 0, ErrClosed
+	}
+	if v.suspended.Load() {
+		return 0, fmt.Errorf("%w: read of %d bytes at %d", ErrSuspended, len(p), off)
 	}
 	if off < 0 {
 		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
@@ -191,6 +345,9 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	if v.closed {
 		return 0, ErrClosed
 	}
+	if v.suspended.Load() {
+		return 0, fmt.Errorf("%w: write of %d bytes at %d", ErrSuspended, len(p), off)
+	}
 	if off < 0 || off+int64(len(p)) > v.geo.size {
 		return 0, fmt.Errorf("%w: %d bytes at %d, volume size %d", ErrOutOfRange, len(p), off, v.geo.size)
 	}
@@ -209,24 +366,38 @@ func (v *Volume) Flush() error {
 	if v.closed {
 		return ErrClosed
 	}
+	if v.suspended.Load() {
+		return fmt.Errorf("%w: flush", ErrSuspended)
+	}
 	return v.flush()
 }
 
+// flush syncs every member that takes writes, with its counters.
 func (v *Volume) flush() error {
 	errs := make([]error, len(v.members))
+	ok := make([]bool, len(v.members))
 	var wg sync.WaitGroup
 	for i, m := range v.members {
-		if m != nil {
-			wg.Go(func() { errs[i] = m.dev.Sync() })
+		if m != nil && m.writable.Load() {
+			ok[i] = true
+			wg.Go(func() {
+				m.mu.RLock()
+				defer m.mu.RUnlock()
+				if m.closed {
+					errs[i] = errMissing
+					return
+				}
+				errs[i] = errors.Join(m.saveCounters(), m.dev.Sync())
+			})
 		}
 	}
 	wg.Wait()
-	ok := v.present()
 	for i, err := range errs {
 		if err != nil {
 			ok[i] = false
-			v.members[i].writeErrors.Add(1)
+			v.members[i].ctr.write.Add(1)
 			v.log.Warn("member failed to sync", "slot", i, "err", err)
+			v.report(i, func(p *Policy, now time.Time) []Action { return p.IOError(i, now) })
 		}
 	}
 	if !v.geo.Survives(ok) {
@@ -243,15 +414,23 @@ func (v *Volume) Close() error {
 		return ErrClosed
 	}
 	v.closed = true
+	close(v.stop)
+	v.monitoring.Wait()
 	return errors.Join(v.flush(), v.closeMembers())
 }
 
 func (v *Volume) closeMembers() error {
 	var errs []error
 	for _, m := range v.members {
-		if m != nil {
-			errs = append(errs, m.m.Close())
+		if m == nil || m.m == nil {
+			continue
 		}
+		m.mu.Lock()
+		if !m.closed {
+			errs = append(errs, m.saveCounters(), m.m.Close())
+			m.closed = true
+		}
+		m.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

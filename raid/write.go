@@ -80,7 +80,7 @@ func (v *Volume) checkWrite(s int64, spans []span, ios []memIO) error {
 	}
 	lost := map[int]bool{}
 	for i := range g.Members {
-		if v.members[g.Slot(s, i)] == nil {
+		if !v.usable(g.Slot(s, i), true) {
 			lost[g.Slot(s, i)] = true
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/klauspost/reedsolomon"
@@ -24,16 +25,24 @@ type Array struct {
 	Dirs   []string
 	Config raid.Config
 	Direct bool // open the members with O_DIRECT
-	Vol    *raid.Volume
-	Faults []*blockdev.Faulty // by slot; nil for members not open
+	// Options are passed to raid.Open (Wrap and Direct are the harness's).
+	Options raid.Options
+	Vol     *raid.Volume
+
+	mu     sync.Mutex
+	faults []*blockdev.Faulty // by slot; nil for members not open
 }
 
 // New creates an array of the given layout over members directories in a
-// temporary folder and opens it. The volume is closed at cleanup.
-func New(t testing.TB, c raid.Config, members int) *Array {
+// temporary folder and opens it, with opts if given. The volume is closed at
+// cleanup.
+func New(t testing.TB, c raid.Config, members int, opts ...raid.Options) *Array {
 	t.Helper()
 	root := t.TempDir()
 	a := &Array{Config: c}
+	if len(opts) > 0 {
+		a.Options = opts[0]
+	}
 	for i := range members {
 		a.Dirs = append(a.Dirs, filepath.Join(root, fmt.Sprintf("m%d", i)))
 	}
@@ -59,15 +68,36 @@ func (a *Array) Open(t testing.TB, dirs ...string) {
 		}
 		a.Vol = nil
 	}
-	a.Faults = make([]*blockdev.Faulty, len(a.Dirs))
-	v, err := raid.Open(dirs, raid.Options{Direct: a.Direct, Wrap: func(slot int, d blockdev.Device) blockdev.Device {
-		a.Faults[slot] = blockdev.NewFaulty(d, uint64(slot)+1)
-		return a.Faults[slot]
-	}})
+	a.mu.Lock()
+	a.faults = make([]*blockdev.Faulty, len(a.Dirs))
+	a.mu.Unlock()
+	o := a.Options
+	o.Direct = a.Direct
+	o.Wrap = func(slot int, d blockdev.Device) blockdev.Device {
+		// A restart reopens the member: its disk's faults stay with it.
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		f := blockdev.NewFaulty(d, uint64(slot)+1)
+		if old := a.faults[slot]; old != nil {
+			for _, r := range old.Rules() {
+				f.Add(r)
+			}
+		}
+		a.faults[slot] = f
+		return f
+	}
+	v, err := raid.Open(dirs, o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	a.Vol = v
+}
+
+// Fault returns the fault wrapper under a member's checksum layer.
+func (a *Array) Fault(slot int) *blockdev.Faulty {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.faults[slot]
 }
 
 // Close closes the volume.

@@ -1,0 +1,401 @@
+package raid
+
+import (
+	"github.com/lockstepfs/lockstep/blockdev"
+
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+)
+
+// Counters are a member's error and repair counts, like zpool status's
+// READ / WRITE / CKSUM columns. They are kept in the member's metadata and
+// survive restarts.
+type Counters struct {
+	ReadErrors     int64 `json:"read_errors"`
+	WriteErrors    int64 `json:"write_errors"`
+	ChecksumErrors int64 `json:"checksum_errors"`
+	Repairs        int64 `json:"repairs"`
+	SlowIOs        int64 `json:"slow_ios"`
+}
+
+// counters is the live, atomic form of Counters.
+type counters struct {
+	read, write, checksum, repairs, slow atomic.Int64
+}
+
+func (c *counters) load() Counters {
+	return Counters{c.read.Load(), c.write.Load(), c.checksum.Load(), c.repairs.Load(), c.slow.Load()}
+}
+
+func (c *counters) set(v Counters) {
+	c.read.Store(v.ReadErrors)
+	c.write.Store(v.WriteErrors)
+	c.checksum.Store(v.ChecksumErrors)
+	c.repairs.Store(v.Repairs)
+	c.slow.Store(v.SlowIOs)
+}
+
+// Metadata keys of the records this file keeps.
+var (
+	keyCounters = []byte("counters")
+	prefixEvent = []byte("evt/")
+)
+
+// Event is one change of a member's or the array's state, or something the
+// policy decided, with why.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Slot   int       `json:"slot"` // -1 for the whole array
+	Kind   string    `json:"kind"` // the action: fence, restart, suspend, ...
+	Old    string    `json:"old,omitempty"`
+	New    string    `json:"new,omitempty"`
+	Reason string    `json:"reason"`
+}
+
+func (e Event) String() string {
+	who := "array"
+	if e.Slot >= 0 {
+		who = fmt.Sprintf("member %d", e.Slot)
+	}
+	change := ""
+	if e.Old != e.New {
+		change = fmt.Sprintf(" %s -> %s", e.Old, e.New)
+	}
+	return fmt.Sprintf("%s %s %s%s: %s", e.Time.Format(time.RFC3339), who, e.Kind, change, e.Reason)
+}
+
+// loadCounters reads a member's counters.
+func (m *member) loadCounters() error {
+	v, ok, err := m.m.Meta.Get(keyCounters)
+	if err != nil || !ok {
+		return err
+	}
+	var c Counters
+	if err := json.Unmarshal(v, &c); err != nil {
+		return fmt.Errorf("%w: counters: %v", ErrCorruptLabel, err)
+	}
+	m.ctr.set(c)
+	return nil
+}
+
+// saveCounters stores the member's counters (made durable with the next
+// synced metadata write).
+func (m *member) saveCounters() error {
+	b, _ := json.Marshal(m.ctr.load())
+	batch := m.m.Meta.NewBatch()
+	batch.Set(keyCounters, b)
+	return batch.Commit(false)
+}
+
+// loadEvents reads the events recorded in a member's metadata.
+func (m *member) loadEvents() ([]Event, error) {
+	var out []Event
+	err := m.m.Meta.Scan(prefixEvent, func(_, val []byte) error {
+		var e Event
+		if err := json.Unmarshal(val, &e); err != nil {
+			return fmt.Errorf("%w: event: %v", ErrCorruptLabel, err)
+		}
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// maxEvents bounds the events a volume keeps in memory and in each member.
+const maxEvents = 1000
+
+// eventKey orders events by time, then by their sequence number.
+func eventKey(e Event, seq uint32) []byte {
+	k := binary.BigEndian.AppendUint64(append([]byte(nil), prefixEvent...), uint64(e.Time.UnixNano()))
+	return binary.BigEndian.AppendUint32(k, seq)
+}
+
+// Status is the volume's state as it runs.
+type Status struct {
+	Array      string         `json:"array"`
+	ArrayUUID  string         `json:"array_uuid"`
+	Layout     string         `json:"layout"`
+	Size       int64          `json:"size"`
+	State      string         `json:"state"` // OPTIMAL, DEGRADED, REBUILDING, SUSPENDED
+	Generation uint64         `json:"generation"`
+	ReadPolicy string         `json:"read_policy"`
+	Policy     PolicyConfig   `json:"policy"`
+	Members    []MemberStatus `json:"members"`
+}
+
+// MemberStatus is one slot of a Status.
+type MemberStatus struct {
+	Slot     int      `json:"slot"`
+	Dir      string   `json:"dir,omitempty"`
+	State    string   `json:"state"`
+	SitOut   bool     `json:"sit_out,omitempty"`
+	Counters Counters `json:"counters"`
+}
+
+// Array states beyond those assembly reports.
+const (
+	ArrayRebuilding = "REBUILDING"
+	ArraySuspended  = "SUSPENDED"
+)
+
+// Status reports the array and each member.
+func (v *Volume) Status() Status {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	now := v.now()
+	st := Status{Array: v.base.ArrayName, ArrayUUID: v.base.ArrayUUID, Layout: v.geo.Name, Size: v.geo.size,
+		Generation: v.generation, ReadPolicy: string(v.readPolicy), Policy: v.policy.Config()}
+	degraded := false
+	for slot, m := range v.members {
+		ms := MemberStatus{Slot: slot, State: v.policy.State(slot).String()}
+		if m != nil {
+			ms.Dir, ms.Counters = m.dir, m.ctr.load()
+			ms.SitOut = v.policy.State(slot) == Online && !v.policy.ReadsAllowed(slot, now)
+		}
+		degraded = degraded || v.policy.State(slot) != Online
+		st.Members = append(st.Members, ms)
+	}
+	switch {
+	case v.policy.Suspended():
+		st.State = ArraySuspended
+	case degraded:
+		st.State = ArrayDegraded
+	default:
+		st.State = ArrayOptimal
+	}
+	return st
+}
+
+// Events returns the events recorded since the array was created, oldest
+// first (at most the last maxEvents).
+func (v *Volume) Events() []Event {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	return append([]Event(nil), v.events...)
+}
+
+// Fail fences a member on an operator's word (lockstep fail). It refuses,
+// with an error wrapping ErrQuorum, to fence a member the array cannot serve
+// without.
+func (v *Volume) Fail(slot int) error {
+	if slot < 0 || slot >= len(v.members) {
+		return fmt.Errorf("no member in slot %d (the array has slots 0 to %d)", slot, len(v.members)-1)
+	}
+	v.pmu.Lock()
+	acts, err := v.policy.OperatorFail(slot, v.now())
+	v.pmu.Unlock()
+	if err != nil {
+		return err
+	}
+	return v.apply(acts)
+}
+
+// Approve lets a fenced member's failover proceed (lockstep failover
+// approve) when auto-failover is off.
+func (v *Volume) Approve(slot int) error {
+	if slot < 0 || slot >= len(v.members) {
+		return fmt.Errorf("no member in slot %d", slot)
+	}
+	v.pmu.Lock()
+	acts, err := v.policy.Approve(slot)
+	v.pmu.Unlock()
+	if err != nil {
+		return err
+	}
+	return v.apply(acts)
+}
+
+// report hands something seen on a member to the policy and applies what it
+// decides.
+func (v *Volume) report(slot int, seen func(p *Policy, now time.Time) []Action) {
+	v.pmu.Lock()
+	acts := seen(v.policy, v.now())
+	v.pmu.Unlock()
+	if len(acts) > 0 {
+		if err := v.apply(acts); err != nil {
+			v.log.Error("applying the policy's decision failed", "slot", slot, "err", err)
+		}
+	}
+}
+
+// apply carries out the policy's actions. State changes take effect before
+// it returns, and are recorded (generation bumped, event stored) in every
+// member that remains, so that a member fenced here can never be taken for
+// current again.
+func (v *Volume) apply(acts []Action) error {
+	var errs []error
+	for _, a := range acts {
+		e := Event{Time: v.now(), Slot: a.Slot, Kind: a.Kind.String(), Reason: a.Reason}
+		switch a.Kind {
+		case ActFence:
+			e.Old, e.New = Online.String(), Faulted.String()
+			v.refreshRouting()
+		case ActSuspend:
+			e.Old, e.New = "SERVING", ArraySuspended
+			v.suspended.Store(true)
+		case ActResume:
+			e.Old, e.New = ArraySuspended, "SERVING"
+			v.suspended.Store(false)
+		case ActSitOut, ActRejoin:
+			v.refreshRouting()
+		case ActRestart:
+			v.refreshRouting()
+			go v.restart(a.Slot, a.Reason)
+		case ActFailover:
+			e.Reason += "; no hot spare is configured"
+		}
+		v.log.Warn("policy", "event", e.String())
+		errs = append(errs, v.record(e, a.Kind == ActFence))
+	}
+	return errors.Join(errs...)
+}
+
+// refreshRouting recomputes which members take reads and writes from the
+// policy.
+func (v *Volume) refreshRouting() {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	now := v.now()
+	for slot, m := range v.members {
+		if m == nil {
+			continue
+		}
+		m.writable.Store(v.policy.State(slot) == Online)
+		m.readable.Store(v.policy.ReadsAllowed(slot, now))
+	}
+}
+
+// record stores an event in every member that takes writes, bumping the
+// generation in their labels first if the membership changed.
+func (v *Volume) record(e Event, bump bool) error {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	if bump {
+		v.generation++
+	}
+	v.eventSeq++
+	v.events = append(v.events, e)
+	if v.onEvent != nil {
+		v.onEvent(e)
+	}
+	if len(v.events) > maxEvents {
+		v.events = v.events[len(v.events)-maxEvents:]
+	}
+	val, _ := json.Marshal(e)
+	var errs []error
+	for slot, m := range v.members {
+		if m == nil || v.policy.State(slot) != Online {
+			continue
+		}
+		m.mu.RLock()
+		if m.closed {
+			m.mu.RUnlock()
+			continue
+		}
+		b := m.m.Meta.NewBatch()
+		b.Set(eventKey(e, v.eventSeq), val)
+		if bump {
+			m.label.Generation = v.generation
+			b.SetLabel(m.label.Encode())
+		}
+		if err := b.Commit(bump); err != nil {
+			errs = append(errs, fmt.Errorf("record event in member %d: %w", slot, err))
+		}
+		m.mu.RUnlock()
+	}
+	return errors.Join(errs...)
+}
+
+// monitor probes every member every HealthTimeout/3 and lets time-based
+// decisions happen, until Close.
+func (v *Volume) monitor() {
+	t := time.NewTicker(v.policy.Config().HealthTimeout / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-t.C:
+			v.checkHealth()
+		}
+	}
+}
+
+// checkHealth starts a probe of every online member that has none under
+// way, reports probes that are overdue, and ticks the policy.
+func (v *Volume) checkHealth() {
+	now := v.now()
+	timeout := v.policy.Config().HealthTimeout
+	for slot, m := range v.members {
+		v.pmu.Lock()
+		online := m != nil && v.policy.State(slot) == Online
+		v.pmu.Unlock()
+		if !online {
+			continue
+		}
+		if started := m.probeStart.Load(); started != 0 {
+			// A probe that hangs is itself the signal.
+			if now.Sub(time.Unix(0, started)) > timeout && !m.probeReported.Swap(true) {
+				v.report(slot, func(p *Policy, now time.Time) []Action { return p.Probe(slot, false, false, now) })
+				v.refreshRouting()
+			}
+			continue
+		}
+		m.probeStart.Store(now.UnixNano())
+		m.probeReported.Store(false)
+		go func() {
+			gone, err := v.probeMember(m)
+			m.probeStart.Store(0)
+			if err != nil && !gone {
+				m.ctr.read.Add(1)
+				v.report(slot, func(p *Policy, now time.Time) []Action { return p.IOError(slot, now) })
+			}
+			v.report(slot, func(p *Policy, now time.Time) []Action { return p.Probe(slot, true, gone, now) })
+			v.refreshRouting()
+		}()
+	}
+	v.report(-1, func(p *Policy, now time.Time) []Action { return p.Tick(now) })
+	v.refreshRouting()
+}
+
+// probeMember checks that a member's directory and files are still there and
+// that it answers a read. gone means its directory, data file or metadata
+// cannot be found.
+func (v *Volume) probeMember(m *member) (gone bool, err error) {
+	for _, p := range []string{m.dir, filepath.Join(m.dir, blockdev.DataFile), filepath.Join(m.dir, blockdev.MetaDir, "CURRENT")} {
+		if _, err := os.Stat(p); err != nil {
+			return true, err
+		}
+	}
+	m.mu.RLock()
+	raw, closed := m.raw, m.closed
+	m.mu.RUnlock()
+	if closed {
+		// A restart could not reopen it; its files are back: try again.
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		select {
+		case <-v.stop:
+			return false, nil // the volume closed meanwhile
+		default:
+		}
+		if m.closed {
+			if err := m.reopen(v.geo.memberSize()); err != nil {
+				return false, err
+			}
+			v.log.Info("member reopened", "slot", m.slot)
+		}
+		return false, nil
+	}
+	_, err = raw.ReadAt(make([]byte, blockdev.BlockSize), 0)
+	if errors.Is(err, blockdev.ErrClosed) {
+		return false, nil // restarted under the probe
+	}
+	return false, err
+}
