@@ -270,3 +270,27 @@ func TestVectoredChecksumErrorsCountAcrossPieces(t *testing.T) {
 		}
 	}
 }
+
+func TestRogueReturnsAnotherBlockAndIsCaught(t *testing.T) {
+	m := newMember(t, 16*bs)
+	f := blockdev.NewFaulty(blockdev.NewMem(16*bs), 9)
+	c := blockdev.NewChecked(f, m.Sums)
+	p := make([]byte, 4*bs)
+	for i := range p {
+		p[i] = byte(i / bs)
+	}
+	if _, err := c.WriteAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Add(blockdev.Rule{Kind: blockdev.FaultRogue, Ops: blockdev.OpRead, Start: 2, End: 3})
+	got := make([]byte, 4*bs)
+	_, err := f.ReadAt(got, 0)
+	if err != nil || !bytes.Equal(got[2*bs:3*bs], p[3*bs:4*bs]) || !bytes.Equal(got[:2*bs], p[:2*bs]) {
+		t.Fatalf("rogue read: err %v; block 2 should hold block 3's data and the rest its own", err)
+	}
+	_, err = c.ReadAt(got, 0)
+	var ce *blockdev.ChecksumError
+	if !errors.As(err, &ce) || !slices.Equal(ce.Blocks, []int64{2}) {
+		t.Fatalf("rogue read through the checksums = %v, want block 2 bad", err)
+	}
+}

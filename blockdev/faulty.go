@@ -35,11 +35,17 @@ const (
 	// FaultFlip flips one bit of each matching block in the data a read
 	// returns, with no error: silent corruption on the way from the disk.
 	FaultFlip
+	// FaultRogue returns another block's contents for each matching block
+	// of a read, with no error: a misdirected read, a "rogue" disk.
+	FaultRogue
 )
 
 func (k FaultKind) String() string {
-	if k == FaultFlip {
+	switch k {
+	case FaultFlip:
 		return "flip"
+	case FaultRogue:
+		return "rogue"
 	}
 	return "error"
 }
@@ -167,10 +173,7 @@ func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
 		return n, err
 	}
 	for _, r := range f.fire(OpRead, FaultFlip, first, last) {
-		lo, hi := max(first, r.Start), last
-		if r.End != 0 {
-			hi = min(hi, r.End)
-		}
+		lo, hi := r.clip(first, last)
 		f.mu.Lock()
 		for b := lo; b < hi; b++ {
 			bit := f.rng.IntN(BlockSize * 8)
@@ -178,7 +181,29 @@ func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
 		}
 		f.mu.Unlock()
 	}
+	for _, r := range f.fire(OpRead, FaultRogue, first, last) {
+		lo, hi := r.clip(first, last)
+		for b := lo; b < hi; b++ {
+			// The neighbouring block (in the same 8-block group) answers.
+			other := b ^ 1
+			if (other+1)*BlockSize > f.dev.Size() {
+				other = b - 1
+			}
+			if _, err := f.dev.ReadAt(p[(b-first)*BlockSize:(b-first+1)*BlockSize], other*BlockSize); err != nil {
+				return n, err
+			}
+		}
+	}
 	return n, nil
+}
+
+// clip returns the blocks of [first, last) that the rule covers.
+func (r Rule) clip(first, last int64) (int64, int64) {
+	lo, hi := max(first, r.Start), last
+	if r.End != 0 {
+		hi = min(hi, r.End)
+	}
+	return lo, hi
 }
 
 // WriteAt writes through the rules: an error rule fails the write before any

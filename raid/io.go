@@ -233,7 +233,7 @@ func (v *Volume) readJobs(jobs []job) error {
 	var failed []int
 	for i := range jobs {
 		for _, io := range all[from[i]:from[i+1]] {
-			if io.err != nil {
+			if io.err != nil || v.voting() {
 				failed = append(failed, i)
 				break
 			}
@@ -281,6 +281,9 @@ func (v *Volume) readSpans(s int64, spans []span) error {
 // chunk, or for mirrors the copy pickCopy chooses.
 func (v *Volume) planRead(s int64, spans []span) []memIO {
 	g := v.geo
+	if v.voting() {
+		return v.planVote(s, spans)
+	}
 	ios := make([]memIO, len(spans))
 	for i, sp := range spans {
 		shard := sp.d
@@ -295,6 +298,9 @@ func (v *Volume) planRead(s int64, spans []span) []memIO {
 // finishRead serves from redundancy the blocks that the planned reads ios
 // could not prove.
 func (v *Volume) finishRead(s int64, spans []span, ios []memIO) error {
+	if v.voting() {
+		return v.finishVote(s, spans, ios)
+	}
 	if v.geo.Parity > 0 {
 		return v.finishParity(s, spans, ios)
 	}
@@ -309,29 +315,69 @@ func (v *Volume) unrecoverable(s int64, d int, off int64, why string) error {
 }
 
 // finishMirror fetches the blocks that failed from the other copies, block
-// by block.
+// by block, and repairs in place every copy that was found bad.
 func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 	g := v.geo
 	var errs []error
+	var repairs []memIO
 	for i, sp := range spans {
 		bad := badBlocks(ios[i].err, len(sp.buf)/bs)
+		if bad == nil {
+			continue
+		}
+		type attempt struct {
+			slot int
+			bad  []bool
+		}
+		tried := []attempt{{ios[i].slot, slices.Clone(bad)}}
 		first := ios[i].slot - sp.d*g.Copies // mirrors do not rotate: slot = shard
 		for k := 1; k < g.Copies && anyTrue(bad); k++ {
 			slot := g.Slot(s, sp.d*g.Copies+(first+k)%g.Copies)
+			failed := make([]bool, len(bad))
 			for _, r := range runs(bad) {
 				io := []memIO{{slot: slot, off: s*g.chunk + sp.off + int64(r[0])*bs, buf: sp.buf[r[0]*bs : r[1]*bs]}}
 				v.do(io, false)
 				still := badBlocks(io[0].err, r[1]-r[0])
 				for b := r[0]; b < r[1]; b++ {
 					bad[b] = still != nil && still[b-r[0]]
+					failed[b] = bad[b]
 				}
 			}
+			tried = append(tried, attempt{slot, failed})
 		}
 		if r := runs(bad); r != nil {
 			errs = append(errs, v.unrecoverable(s, sp.d, sp.off+int64(r[0][0])*bs, "no copy of the block passes its checksum"))
 		}
+		for _, a := range tried {
+			fixed := make([]bool, len(bad))
+			for b := range fixed {
+				fixed[b] = a.bad[b] && !bad[b]
+			}
+			for _, r := range runs(fixed) {
+				repairs = append(repairs, memIO{slot: a.slot, off: s*g.chunk + sp.off + int64(r[0])*bs, buf: sp.buf[r[0]*bs : r[1]*bs]})
+			}
+		}
 	}
+	v.repair(repairs)
 	return errors.Join(errs...)
+}
+
+// repair writes proven data over blocks found bad, in place, and counts
+// each block repaired against its member. Members that are gone or fenced
+// are left alone.
+func (v *Volume) repair(ios []memIO) {
+	// Only members that were read: one that was skipped (gone, fenced,
+	// sitting out of reads) was never found bad.
+	ios = slices.DeleteFunc(ios, func(io memIO) bool { return !v.usable(io.slot, false) })
+	if len(ios) == 0 {
+		return
+	}
+	v.do(ios, true)
+	for _, io := range ios {
+		if io.err == nil {
+			v.members[io.slot].ctr.repairs.Add(int64(len(io.buf) / bs))
+		}
+	}
 }
 
 // pickCopy chooses the copy of data chunk d of stripe s to read first.

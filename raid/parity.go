@@ -67,6 +67,7 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, lo, hi int64)
 		}
 	}
 	var errs []error
+	var repairs []memIO
 	erased := func(b int) []bool {
 		e := make([]bool, n)
 		for i := range n {
@@ -107,9 +108,16 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, lo, hi int64)
 					sub[i] = shards[i][c0-lo : c1-lo]
 				}
 			}
-			if err := v.codec.ReconstructSome(sub, need); err != nil {
+			// Rebuild every bad chunk, not only those asked for, so that
+			// all of them can be repaired in place.
+			if err := v.codec.Reconstruct(sub); err != nil {
 				errs = append(errs, v.unrecoverable(s, firstTrue(need), c0, err.Error()))
 			} else {
+				for i := range n {
+					if set[i] {
+						repairs = append(repairs, memIO{slot: g.Slot(s, i), off: s*g.chunk + c0, buf: sub[i]})
+					}
+				}
 				for j, sp := range spans {
 					if !need[sp.d] {
 						continue
@@ -126,6 +134,7 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, lo, hi int64)
 		}
 		b0 = b1
 	}
+	v.repair(repairs)
 	return errors.Join(errs...)
 }
 

@@ -106,6 +106,26 @@ func TestModelEveryLayout(t *testing.T) {
 	})
 }
 
+// TestModelVote runs the model with voting reads.
+func TestModelVote(t *testing.T) {
+	for _, g := range []struct {
+		layout  string
+		members int
+	}{{"mirror:3", 3}, {"raid10", 4}, {"raid6", 6}, {"raid5", 3}} {
+		t.Run(g.layout, func(t *testing.T) {
+			t.Parallel()
+			rng := seeded(t)
+			c := raid.Config{Layout: g.layout, Chunk: 8 << 10, Size: volSize}
+			a := raidtest.New(t, c, g.members, raid.Options{ReadPolicy: raid.ReadVote})
+			m := make(raidtest.Model, volSize)
+			randomOps(t, rng, a.Vol, m, 1500, 4*c.Chunk*int64(g.members))
+			raidtest.Expect(t, a.Vol, m, 0, volSize)
+			a.Close(t)
+			raidtest.CheckOnDisk(t, c, a.Dirs, m)
+		})
+	}
+}
+
 // TestModelDirect runs the model over O_DIRECT members, where unaligned
 // request buffers must be bounced.
 func TestModelDirect(t *testing.T) {
@@ -256,9 +276,15 @@ func rot(t *testing.T, dir string, off int64, rng *rand.Rand) {
 }
 
 func TestCorruptBlocks(t *testing.T) {
+	for _, policy := range []raid.ReadPolicy{raid.ReadFast, raid.ReadVote} {
+		t.Run(string(policy), func(t *testing.T) { corruptBlocks(t, policy) })
+	}
+}
+
+func corruptBlocks(t *testing.T, policy raid.ReadPolicy) {
 	forEachGeometry(t, func(t *testing.T, c raid.Config, members int) {
 		rng := seeded(t)
-		a := raidtest.New(t, c, members)
+		a := raidtest.New(t, c, members, raid.Options{ReadPolicy: policy})
 		l := a.Vol.Layout()
 		m := make(raidtest.Model, volSize)
 		raidtest.Fill(rng, m)
