@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Op names the kind of I/O a fault rule applies to.
@@ -38,6 +39,9 @@ const (
 	// FaultRogue returns another block's contents for each matching block
 	// of a read, with no error: a misdirected read, a "rogue" disk.
 	FaultRogue
+	// FaultDelay holds each matching I/O for the rule's Delay before
+	// doing it: a slow disk.
+	FaultDelay
 )
 
 func (k FaultKind) String() string {
@@ -46,6 +50,8 @@ func (k FaultKind) String() string {
 		return "flip"
 	case FaultRogue:
 		return "rogue"
+	case FaultDelay:
+		return "delay"
 	}
 	return "error"
 }
@@ -63,12 +69,15 @@ type Rule struct {
 	Count int
 	// Prob is the probability that a matching I/O fires the rule; 0 means 1.
 	Prob float64
+	// Delay is how long a FaultDelay rule holds each I/O.
+	Delay time.Duration
 }
 
 // String prints the rule in the form "error reads blocks 0-end count 3 p 0.5".
 func (r Rule) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s blocks %d-", r.Kind, r.Ops, r.Start)
+
 	if r.End == 0 {
 		b.WriteString("end")
 	} else {
@@ -79,6 +88,9 @@ func (r Rule) String() string {
 	}
 	if r.Prob > 0 && r.Prob < 1 {
 		fmt.Fprintf(&b, " p %g", r.Prob)
+	}
+	if r.Kind == FaultDelay {
+		fmt.Fprintf(&b, " delay %s", r.Delay)
 	}
 	return b.String()
 }
@@ -165,6 +177,7 @@ func (f *Faulty) Size() int64 { return f.dev.Size() }
 // corrupts the blocks it covers.
 func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
 	first, last := off/BlockSize, (off+int64(len(p)))/BlockSize
+	f.delay(OpRead, first, last)
 	if hit := f.fire(OpRead, FaultError, first, last); hit != nil {
 		return 0, fmt.Errorf("read %d bytes at %d (%s): %w", len(p), off, hit[0], ErrInjected)
 	}
@@ -197,6 +210,17 @@ func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// delay holds an I/O for the longest delay rule it matches.
+func (f *Faulty) delay(op Op, first, last int64) {
+	var d time.Duration
+	for _, r := range f.fire(op, FaultDelay, first, last) {
+		d = max(d, r.Delay)
+	}
+	if d > 0 {
+		time.Sleep(d) // the injected fault itself: a slow disk
+	}
+}
+
 // clip returns the blocks of [first, last) that the rule covers.
 func (r Rule) clip(first, last int64) (int64, int64) {
 	lo, hi := max(first, r.Start), last
@@ -210,6 +234,7 @@ func (r Rule) clip(first, last int64) (int64, int64) {
 // of it lands.
 func (f *Faulty) WriteAt(p []byte, off int64) (int, error) {
 	first, last := off/BlockSize, (off+int64(len(p)))/BlockSize
+	f.delay(OpWrite, first, last)
 	if hit := f.fire(OpWrite, FaultError, first, last); hit != nil {
 		return 0, fmt.Errorf("write %d bytes at %d (%s): %w", len(p), off, hit[0], ErrInjected)
 	}

@@ -91,21 +91,34 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 	for i, io := range g {
 		bufs[i] = io.buf
 	}
-	m.mu.RLock()
-	if m.closed {
+	var err error
+	if !write && v.suspect(m) {
+		// It was slow lately: do not let it hold the request up.
+		var answered bool
+		if answered, err = v.hedgedRead(m, bufs, g[0].off); !answered {
+			for _, io := range g {
+				io.err = errMissing
+			}
+			return
+		}
+	} else {
+		m.mu.RLock()
+		switch {
+		case m.closed:
+			err = errMissing
+		case write:
+			_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)
+		default:
+			err = v.timedRead(m, bufs, g[0].off)
+		}
 		m.mu.RUnlock()
+	}
+	if err == errMissing {
 		for _, io := range g {
 			io.err = errMissing
 		}
 		return
 	}
-	var err error
-	if write {
-		_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)
-	} else {
-		_, err = blockdev.ReadvAt(m.dev, bufs, g[0].off)
-	}
-	m.mu.RUnlock()
 	var ce *blockdev.ChecksumError
 	switch {
 	case err == nil:
@@ -329,21 +342,28 @@ func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 			slot int
 			bad  []bool
 		}
-		tried := []attempt{{ios[i].slot, slices.Clone(bad)}}
+		var tried []attempt
+		if ios[i].err != errMissing {
+			tried = append(tried, attempt{ios[i].slot, slices.Clone(bad)})
+		}
 		first := ios[i].slot - sp.d*g.Copies // mirrors do not rotate: slot = shard
 		for k := 1; k < g.Copies && anyTrue(bad); k++ {
 			slot := g.Slot(s, sp.d*g.Copies+(first+k)%g.Copies)
 			failed := make([]bool, len(bad))
+			skipped := false
 			for _, r := range runs(bad) {
 				io := []memIO{{slot: slot, off: s*g.chunk + sp.off + int64(r[0])*bs, buf: sp.buf[r[0]*bs : r[1]*bs]}}
 				v.do(io, false)
+				skipped = skipped || io[0].err == errMissing
 				still := badBlocks(io[0].err, r[1]-r[0])
 				for b := r[0]; b < r[1]; b++ {
 					bad[b] = still != nil && still[b-r[0]]
 					failed[b] = bad[b]
 				}
 			}
-			tried = append(tried, attempt{slot, failed})
+			if !skipped {
+				tried = append(tried, attempt{slot, failed})
+			}
 		}
 		if r := runs(bad); r != nil {
 			errs = append(errs, v.unrecoverable(s, sp.d, sp.off+int64(r[0][0])*bs, "no copy of the block passes its checksum"))
@@ -363,12 +383,10 @@ func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 }
 
 // repair writes proven data over blocks found bad, in place, and counts
-// each block repaired against its member. Members that are gone or fenced
-// are left alone.
+// each block repaired against its member. Callers list only members whose
+// blocks were read and found bad, not those skipped (gone, fenced, sitting
+// out, or too slow to wait for).
 func (v *Volume) repair(ios []memIO) {
-	// Only members that were read: one that was skipped (gone, fenced,
-	// sitting out of reads) was never found bad.
-	ios = slices.DeleteFunc(ios, func(io memIO) bool { return !v.usable(io.slot, false) })
 	if len(ios) == 0 {
 		return
 	}
@@ -383,7 +401,8 @@ func (v *Volume) repair(ios []memIO) {
 // pickCopy chooses the copy of data chunk d of stripe s to read first.
 // Copies take turns by MiB of member space: that spreads reads over them
 // while keeping the chunks one request reads from a member adjacent, so that
-// they merge into one I/O. Missing members are skipped.
+// they merge into one I/O (in a volume of a MiB or less, copy 0 takes every
+// first read). Members that do not take reads are skipped.
 func (v *Volume) pickCopy(s int64, d int) int {
 	g := v.geo
 	start := int(((s*g.chunk)>>20 + int64(d)) % int64(g.Copies))

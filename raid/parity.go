@@ -24,7 +24,11 @@ func (v *Volume) finishParity(s int64, spans []span, ios []memIO) error {
 	if hi == 0 {
 		return nil
 	}
-	return v.reconstruct(s, spans, bads, lo, hi)
+	skipped := make([]bool, g.Members)
+	for i, sp := range spans {
+		skipped[sp.d] = skipped[sp.d] || ios[i].err == errMissing
+	}
+	return v.reconstruct(s, spans, bads, skipped, lo, hi)
 }
 
 // reconstruct serves the bad blocks of spans (bads[i] marks those of
@@ -32,7 +36,9 @@ func (v *Volume) finishParity(s int64, spans []span, ios []memIO) error {
 // other shard over those columns, reusing a span's buffer where it covers
 // them, and decodes column run by column run, since each run of blocks can
 // have its own set of bad shards.
-func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, lo, hi int64) error {
+// skipped marks the shards whose members were not read at all (gone,
+// fenced, too slow): they are rebuilt but not repaired.
+func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []bool, lo, hi int64) error {
 	g := v.geo
 	n, nb := g.Members, int((hi-lo)/bs)
 	shards := make([][]byte, n)
@@ -60,6 +66,7 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, lo, hi int64)
 	v.do(ios, false)
 	for k, io := range ios {
 		bad[ioShard[k]] = badBlocks(io.err, nb)
+		skipped[ioShard[k]] = io.err == errMissing
 	}
 	for i := range bad {
 		if bad[i] == nil {
@@ -114,7 +121,7 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, lo, hi int64)
 				errs = append(errs, v.unrecoverable(s, firstTrue(need), c0, err.Error()))
 			} else {
 				for i := range n {
-					if set[i] {
+					if set[i] && !skipped[i] {
 						repairs = append(repairs, memIO{slot: g.Slot(s, i), off: s*g.chunk + c0, buf: sub[i]})
 					}
 				}

@@ -71,6 +71,13 @@ type PolicyConfig struct {
 	Restarts Threshold
 	// SitOut is how long a slow member that is not failed sits out of reads.
 	SitOut time.Duration
+	// SlowFactor and SlowFloor make the latency bound past which a read
+	// is slow: SlowFactor times the median latency of the member's peers,
+	// and never less than SlowFloor. A member that was slow lately has its
+	// reads hedged at that bound: served from the other copies or from
+	// reconstruction, the slow answer discarded.
+	SlowFactor float64
+	SlowFloor  time.Duration
 	// Correlated: when this many distinct members are found failing within
 	// the window, the fault is taken to be a shared path (controller,
 	// cable, host file system) and none of them is fenced for it.
@@ -90,7 +97,9 @@ type PolicyConfig struct {
 //     checksum and so can never serve stale data, and a restart clears
 //     transient trouble;
 //   - 2 restarts an hour, then fence;
-//   - two members failing within 30 seconds look like a shared fault.
+//   - two members failing within 30 seconds look like a shared fault;
+//   - a read is slow past 8x its peers' median latency, never under 50 ms;
+//     20 slow reads in a minute bench a member from reads for a minute.
 func DefaultPolicy() PolicyConfig {
 	return PolicyConfig{
 		FailureLevel:  3,
@@ -100,6 +109,8 @@ func DefaultPolicy() PolicyConfig {
 		SlowIOs:       Threshold{Count: 20, Window: time.Minute},
 		Restarts:      Threshold{Count: 2, Window: time.Hour},
 		SitOut:        time.Minute,
+		SlowFactor:    8,
+		SlowFloor:     50 * time.Millisecond,
 		Correlated:    Threshold{Count: 2, Window: 30 * time.Second},
 		AutoFailover:  true,
 	}
@@ -112,6 +123,10 @@ func (c PolicyConfig) Validate() error {
 		return fmt.Errorf("failure level %d: give 0 to 5", c.FailureLevel)
 	case c.HealthTimeout <= 0:
 		return fmt.Errorf("health timeout %s: give a positive duration", c.HealthTimeout)
+	case c.SlowFactor < 1 || c.SlowFloor <= 0:
+		return fmt.Errorf("slow bound %gx peers, floor %s: give a factor of at least 1 and a positive floor", c.SlowFactor, c.SlowFloor)
+	case c.SitOut <= 0:
+		return fmt.Errorf("sit-out %s: give a positive duration", c.SitOut)
 	}
 	for name, t := range map[string]Threshold{"I/O error": c.IOErrors, "mismatch": c.Mismatches,
 		"slow I/O": c.SlowIOs, "restart": c.Restarts, "correlation": c.Correlated} {

@@ -69,6 +69,7 @@ type member struct {
 	dev    blockdev.Device // checksummed, over raw
 
 	ctr      counters
+	slow     slowness
 	writable atomic.Bool // the policy lets it take writes
 	readable atomic.Bool // ... and reads
 }

@@ -143,6 +143,9 @@ func (v *Volume) finishVote(s int64, spans []span, ios []memIO) error {
 			}
 		}
 		for c, io := range copies {
+			if io.err == errMissing {
+				continue // not read: nothing was found bad on it
+			}
 			for _, r := range runs(fix[c]) {
 				repairs = append(repairs, memIO{slot: io.slot, off: io.off + int64(r[0])*bs, buf: sp.buf[r[0]*bs : r[1]*bs]})
 			}
@@ -211,7 +214,7 @@ func (v *Volume) finishParityVote(s int64, spans []span, ios []memIO) error {
 				continue
 			}
 			for i := range n {
-				if bad[i][b] {
+				if bad[i][b] && ios[i].err != errMissing {
 					repairs = append(repairs, memIO{slot: ios[i].slot, off: ios[i].off + int64(b)*bs, buf: col[i]})
 				}
 			}

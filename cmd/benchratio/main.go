@@ -3,12 +3,13 @@
 // shows.
 //
 // Benchmarks are grouped by name: in "BenchmarkIO/seqwrite-1M/raid6-6" the
-// last element is the target and the rest the family. Each family's
-// baseline is its target named "raw" or "bare". Figures are the median
-// MB/s over repeated runs (-count, or sub-benchmarks run again, which Go
-// names with a #01 suffix). A benchmark that reports a
-// "limit-factor" metric (the share of raw bandwidth its layout can use) also
-// gets the ratio to that limit.
+// last element is the target and the rest the family. A throughput family's
+// baseline is its target named "raw" (or, for an "engine" family, the same
+// target in the "bare" family); a latency family's (p50-ms, p99-ms) is its
+// target named "healthy". Figures are medians over repeated runs (-count,
+// or sub-benchmarks run again, which Go names with a #01 suffix). A
+// benchmark that reports a "limit-factor" metric (the share of raw
+// bandwidth its layout can use) also gets the ratio to that limit.
 package main
 
 import (
@@ -22,13 +23,12 @@ import (
 	"strings"
 )
 
-var line = regexp.MustCompile(`^(Benchmark\S+?)(?:#\d+)?(?:-\d+)?\s+\d+\s+.*?([\d.]+) MB/s(.*)$`)
-var factorRE = regexp.MustCompile(`([\d.]+) limit-factor`)
+// name matches a result line's name, without the #NN and -GOMAXPROCS
+// suffixes.
+var name = regexp.MustCompile(`^(Benchmark\S+?)(?:#\d+)?(?:-\d+)?$`)
 
-type result struct {
-	mbps   []float64
-	factor float64
-}
+// result is every run of one benchmark: metric unit → values.
+type result map[string][]float64
 
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
@@ -46,59 +46,86 @@ func main() {
 	}
 }
 
-func run(in io.Reader, out io.Writer) error {
-	results := map[string]*result{}
+// parse reads the result lines: name, iterations, then value-unit pairs.
+func parse(in io.Reader) (map[string]result, []string, error) {
+	results := map[string]result{}
 	var order []string
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
-		m := line.FindStringSubmatch(sc.Text())
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || len(f)%2 != 0 {
+			continue
+		}
+		m := name.FindStringSubmatch(f[0])
 		if m == nil {
 			continue
 		}
-		v, _ := strconv.ParseFloat(m[2], 64)
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
 		r := results[m[1]]
 		if r == nil {
-			r = &result{factor: 1}
+			r = result{}
 			results[m[1]] = r
 			order = append(order, m[1])
 		}
-		r.mbps = append(r.mbps, v)
-		if f := factorRE.FindStringSubmatch(m[3]); f != nil {
-			r.factor, _ = strconv.ParseFloat(f[1], 64)
+		for i := 2; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				r[f[i+1]] = append(r[f[i+1]], v)
+			}
 		}
 	}
-	if err := sc.Err(); err != nil {
+	return results, order, sc.Err()
+}
+
+func run(in io.Reader, out io.Writer) error {
+	results, order, err := parse(in)
+	if err != nil {
 		return err
 	}
-	if len(order) == 0 {
-		return fmt.Errorf("no benchmark results with MB/s in the input")
-	}
-	fmt.Fprintf(out, "%-44s %10s %10s %8s %9s\n", "benchmark (median MB/s)", "MB/s", "baseline", "ratio", "of limit")
-	for _, name := range order {
-		i := strings.LastIndexByte(name, '/')
+	printed := 0
+	for _, n := range order {
+		i := strings.LastIndexByte(n, '/')
 		if i < 0 {
 			continue
 		}
-		family, target := name[:i], name[i+1:]
-		if target == "raw" || target == "bare" {
-			continue
+		family, target := n[:i], n[i+1:]
+		r := results[n]
+		switch {
+		case len(r["MB/s"]) > 0 && target != "raw" && !strings.HasSuffix(family, "/bare") && len(r["p50-ms"]) == 0:
+			base := results[family+"/raw"]
+			if base == nil {
+				base = results[strings.Replace(family, "/engine", "/bare", 1)+"/"+target]
+			}
+			if printed == 0 {
+				fmt.Fprintf(out, "%-44s %10s %10s %8s %9s\n", "throughput (median MB/s)", "MB/s", "baseline", "ratio", "of limit")
+			}
+			printed++
+			mb := median(r["MB/s"])
+			if base == nil {
+				fmt.Fprintf(out, "%-44s %10.0f %10s\n", n, mb, "-")
+				continue
+			}
+			b := median(base["MB/s"])
+			limit := ""
+			if f := r["limit-factor"]; len(f) > 0 && median(f) != 1 {
+				limit = fmt.Sprintf("%9.2f", mb/(b*median(f)))
+			}
+			fmt.Fprintf(out, "%-44s %10.0f %10.0f %8.2f %9s\n", n, mb, b, mb/b, limit)
+		case len(r["p50-ms"]) > 0 && target != "healthy":
+			base := results[family+"/healthy"]
+			if base == nil {
+				continue
+			}
+			p50, p99 := median(r["p50-ms"]), median(r["p99-ms"])
+			b50, b99 := median(base["p50-ms"]), median(base["p99-ms"])
+			fmt.Fprintf(out, "%-44s p50 %.3f ms (healthy %.3f, x%.2f)  p99 %.3f ms (healthy %.3f, x%.2f)\n",
+				n, p50, b50, p50/b50, p99, b99, p99/b99)
+			printed++
 		}
-		base := results[family+"/raw"]
-		if base == nil {
-			base = results[strings.Replace(family, "/engine", "/bare", 1)+"/"+target]
-		}
-		r := results[name]
-		mb := median(r.mbps)
-		if base == nil {
-			fmt.Fprintf(out, "%-44s %10.0f %10s\n", name, mb, "-")
-			continue
-		}
-		b := median(base.mbps)
-		limit := ""
-		if r.factor != 1 {
-			limit = fmt.Sprintf("%9.2f", mb/(b*r.factor))
-		}
-		fmt.Fprintf(out, "%-44s %10.0f %10.0f %8.2f %9s\n", name, mb, b, mb/b, limit)
+	}
+	if printed == 0 {
+		return fmt.Errorf("no benchmark results to compare in the input")
 	}
 	return nil
 }

@@ -14,6 +14,8 @@ BenchmarkIO/seqwrite-1M/raw#02-2   100   1 ns/op   2000.00 MB/s   1.000 limit-fa
 BenchmarkIO/seqwrite-1M/raid6-6-2  100   1 ns/op   1200.00 MB/s   0.6667 limit-factor
 BenchmarkEncode/bare/4+2-64K-2     100   1 ns/op   40000.00 MB/s
 BenchmarkEncode/engine/4+2-64K-2   100   1 ns/op   36000.00 MB/s
+BenchmarkSlowMember/raid1/healthy-2   100   1 ns/op   4.00 MB/s   0.1000 p50-ms   0.5000 p99-ms
+BenchmarkSlowMember/raid1/slowed-2    100   1 ns/op   3.00 MB/s   0.1200 p50-ms   50.00 p99-ms
 `
 	var out bytes.Buffer
 	if err := run(strings.NewReader(in), &out); err != nil {
@@ -23,12 +25,13 @@ BenchmarkEncode/engine/4+2-64K-2   100   1 ns/op   36000.00 MB/s
 	for _, want := range []string{
 		"BenchmarkIO/seqwrite-1M/raid6-6                    1200       2000     0.60      0.90",
 		"BenchmarkEncode/engine/4+2-64K                    36000      40000     0.90",
+		"p50 0.120 ms (healthy 0.100, x1.20)  p99 50.000 ms (healthy 0.500, x100.00)",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "/raw ") {
+	if strings.Contains(got, "/raw ") || strings.Contains(got, "/bare/") {
 		t.Errorf("baselines are printed as results:\n%s", got)
 	}
 }

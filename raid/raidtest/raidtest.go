@@ -72,7 +72,7 @@ func (a *Array) Open(t testing.TB, dirs ...string) {
 	a.faults = make([]*blockdev.Faulty, len(a.Dirs))
 	a.mu.Unlock()
 	o := a.Options
-	o.Direct = a.Direct
+	o.Direct = o.Direct || a.Direct
 	o.Wrap = func(slot int, d blockdev.Device) blockdev.Device {
 		// A restart reopens the member: its disk's faults stay with it.
 		a.mu.Lock()

@@ -1,0 +1,85 @@
+package raid_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/lockstepfs/lockstep/blockdev"
+	"github.com/lockstepfs/lockstep/raid"
+	"github.com/lockstepfs/lockstep/raid/raidtest"
+)
+
+func slowPolicy(level int) raid.PolicyConfig {
+	p := raid.DefaultPolicy()
+	p.FailureLevel = level
+	p.SlowFloor = 20 * time.Millisecond
+	// A loaded test machine slows the peers too: keep the bound well under
+	// the injected delay, so that the member stays an outlier.
+	p.SlowFactor = 2
+	p.SlowIOs = raid.Threshold{Count: 5, Window: time.Minute}
+	p.Restarts.Count = 1
+	return p
+}
+
+// TestSlowMemberIsHedgedThenSitsOut: a member that takes 500 ms per read is
+// hedged around, then sits out of reads; its writes go on; every read is
+// right throughout.
+func TestSlowMemberIsHedgedThenSitsOut(t *testing.T) {
+	for _, g := range []struct {
+		layout  string
+		members int
+	}{{"raid1", 2}, {"raid6", 5}} {
+		t.Run(g.layout, func(t *testing.T) {
+			ev := make(events, 10000)
+			c := raid.Config{Layout: g.layout, Chunk: 16 << 10, Size: 1 << 20}
+			a, m := filled(t, c, g.members, raid.Options{Policy: slowPolicy(3), OnEvent: ev.on})
+			a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 500 * time.Millisecond})
+			rng := seeded(t)
+			sat := false
+			for i := 0; !sat; i++ {
+				if i == 400 {
+					t.Fatalf("member 0 never sat out: %+v", a.Vol.Status().Members[0])
+				}
+				off, n := raidtest.RandomRange(rng, c.Size, 64<<10)
+				raidtest.Expect(t, a.Vol, m, off, n)
+				sat = a.Vol.Status().Members[0].SitOut
+			}
+			ev.waitFor(t, "sit-out", 0)
+			st := a.Vol.Status().Members[0]
+			if st.State != "ONLINE" || st.Counters.SlowIOs < 5 || st.Counters.Repairs != 0 {
+				t.Fatalf("slow member: %+v (want ONLINE, counted slow, never repaired)", st)
+			}
+			// Its writes go on while it sits out.
+			p := make([]byte, 64<<10)
+			raidtest.Fill(rng, p)
+			if _, err := a.Vol.WriteAt(p, 4096); err != nil {
+				t.Fatal(err)
+			}
+			copy(m[4096:], p)
+			raidtest.Expect(t, a.Vol, m, 0, c.Size)
+			a.Fault(0).Clear()
+			a.Close(t)
+			raidtest.CheckOnDisk(t, c, a.Dirs, m)
+		})
+	}
+}
+
+// TestSlowMemberFailsAtLevel5: at failure level 5 a persistently slow member
+// is restarted, then fenced.
+func TestSlowMemberFailsAtLevel5(t *testing.T) {
+	ev := make(events, 10000)
+	c := raid.Config{Layout: "mirror:3", Chunk: 16 << 10, Size: 1 << 20}
+	a, m := filled(t, c, 3, raid.Options{Policy: slowPolicy(5), OnEvent: ev.on})
+	a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 500 * time.Millisecond})
+	rng := seeded(t)
+	for i := 0; a.Vol.Status().Members[0].State != "FAULTED"; i++ {
+		if i == 1000 {
+			t.Fatalf("member 0 never fenced: %v", a.Vol.Events())
+		}
+		off, n := raidtest.RandomRange(rng, c.Size, 64<<10)
+		raidtest.Expect(t, a.Vol, m, off, n)
+	}
+	ev.waitFor(t, "restart", 0)
+	ev.waitFor(t, "fence", 0)
+	raidtest.Expect(t, a.Vol, m, 0, c.Size)
+}
