@@ -1,6 +1,7 @@
 package raid_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -72,14 +73,25 @@ func TestSlowMemberFailsAtLevel5(t *testing.T) {
 	a, m := filled(t, c, 3, raid.Options{Policy: slowPolicy(5), OnEvent: ev.on})
 	a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 500 * time.Millisecond})
 	rng := seeded(t)
-	for i := 0; a.Vol.Status().Members[0].State != "FAULTED"; i++ {
-		if i == 1000 {
-			t.Fatalf("member 0 never fenced: %v", a.Vol.Events())
+	// readUntil reads random ranges, each checked against the model, until
+	// done says so.
+	readUntil := func(what string, done func() bool) {
+		for i := 0; !done(); i++ {
+			if i == 2000 {
+				t.Fatalf("%s never happened: %v", what, a.Vol.Events())
+			}
+			off, n := raidtest.RandomRange(rng, c.Size, 64<<10)
+			raidtest.Expect(t, a.Vol, m, off, n)
 		}
-		off, n := raidtest.RandomRange(rng, c.Size, 64<<10)
-		raidtest.Expect(t, a.Vol, m, off, n)
 	}
-	ev.waitFor(t, "restart", 0)
+	readUntil("a restart", func() bool {
+		return slices.ContainsFunc(a.Vol.Events(), func(e raid.Event) bool { return e.Kind == "restart" })
+	})
+	// The restart reopens and probes the member (slowly): wait for it.
+	if e := ev.waitFor(t, "note", 0); e.Reason != "restart succeeded" {
+		t.Fatalf("after the restart: %+v", e)
+	}
+	readUntil("the fence", func() bool { return a.Vol.Status().Members[0].State == "FAULTED" })
 	ev.waitFor(t, "fence", 0)
 	raidtest.Expect(t, a.Vol, m, 0, c.Size)
 }

@@ -72,7 +72,14 @@ func TestVoteOutvotesRogueMirror(t *testing.T) {
 			t.Fatalf("level 3 fenced a member for mismatches: %+v", st.Members[1])
 		}
 		if level == 4 {
-			ev.waitFor(t, "fence", 1)
+			// Reads go on (and stay right) until the member is fenced.
+			for i := 0; !ev.seen("fence", 1); i++ {
+				if i == 2000 {
+					t.Fatalf("level 4: the rogue member was not fenced: %v", a.Vol.Events())
+				}
+				off, n := raidtest.RandomRange(rng, c.Size, 64<<10)
+				raidtest.Expect(t, a.Vol, m, off, n)
+			}
 			raidtest.Expect(t, a.Vol, m, 0, c.Size)
 		}
 	}
