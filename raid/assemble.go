@@ -105,6 +105,15 @@ func (a *assembly) missingSlots() []int {
 	return out
 }
 
+// assembleDirs reads the labels in dirs and assembles the array they make.
+func assembleDirs(dirs []string) (*assembly, error) {
+	ms, err := readLabels(dirs)
+	if err != nil {
+		return nil, err
+	}
+	return assemble(ms)
+}
+
 // readLabels reads and decodes the label in every directory.
 func readLabels(dirs []string) ([]found, error) {
 	dirs, err := checkDirs(dirs, false)
@@ -154,11 +163,7 @@ type MemberReport struct {
 // Inspect reads the labels in dirs, without opening the members for writing,
 // and reports the array they make up.
 func Inspect(dirs []string) (*Report, error) {
-	ms, err := readLabels(dirs)
-	if err != nil {
-		return nil, err
-	}
-	a, err := assemble(ms)
+	a, err := assembleDirs(dirs)
 	if err != nil {
 		return nil, err
 	}

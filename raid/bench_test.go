@@ -131,18 +131,23 @@ func sequential(b *testing.B, t rw, write bool, factor float64) {
 		p := blockdev.AllocAligned(n)
 		for pb.Next() {
 			off := (next.Add(1) - 1) * n % benchSize
-			var err error
-			if write {
-				_, err = t.WriteAt(p, off)
-			} else {
-				_, err = t.ReadAt(p, off)
-			}
-			if err != nil {
+			if err := transfer(t, p, off, write); err != nil {
 				b.Error(err)
 				return
 			}
 		}
 	})
+}
+
+// transfer writes or reads p at off.
+func transfer(t rw, p []byte, off int64, write bool) error {
+	var err error
+	if write {
+		_, err = t.WriteAt(p, off)
+	} else {
+		_, err = t.ReadAt(p, off)
+	}
+	return err
 }
 
 func random(b *testing.B, t rw, write bool) {
@@ -155,13 +160,7 @@ func random(b *testing.B, t rw, write bool) {
 		p := blockdev.AllocAligned(n)
 		for pb.Next() {
 			off := rng.Int64N(benchSize/n) * n
-			var err error
-			if write {
-				_, err = t.WriteAt(p, off)
-			} else {
-				_, err = t.ReadAt(p, off)
-			}
-			if err != nil {
+			if err := transfer(t, p, off, write); err != nil {
 				b.Error(err)
 				return
 			}

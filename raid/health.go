@@ -184,26 +184,30 @@ func (v *Volume) Events() []Event {
 // with an error wrapping ErrQuorum, to fence a member the array cannot serve
 // without.
 func (v *Volume) Fail(slot int) error {
-	if slot < 0 || slot >= len(v.members) {
-		return fmt.Errorf("no member in slot %d (the array has slots 0 to %d)", slot, len(v.members)-1)
-	}
-	v.pmu.Lock()
-	acts, err := v.policy.OperatorFail(slot, v.now())
-	v.pmu.Unlock()
-	if err != nil {
-		return err
-	}
-	return v.apply(acts)
+	return v.operator(slot, func(p *Policy, now time.Time) ([]Action, error) { return p.OperatorFail(slot, now) })
+}
+
+// Offline takes a member out of service for maintenance (no I/O, no
+// failover), refusing with ErrQuorum what would lose data. The member misses
+// writes from then on, so it comes back only through a resync or rebuild.
+func (v *Volume) Offline(slot int) error {
+	return v.operator(slot, func(p *Policy, _ time.Time) ([]Action, error) { return p.OperatorOffline(slot) })
 }
 
 // Approve lets a fenced member's failover proceed (lockstep failover
 // approve) when auto-failover is off.
 func (v *Volume) Approve(slot int) error {
+	return v.operator(slot, func(p *Policy, _ time.Time) ([]Action, error) { return p.Approve(slot) })
+}
+
+// operator applies what the policy decides on an operator's request about a
+// member.
+func (v *Volume) operator(slot int, ask func(*Policy, time.Time) ([]Action, error)) error {
 	if slot < 0 || slot >= len(v.members) {
-		return fmt.Errorf("no member in slot %d", slot)
+		return fmt.Errorf("no member in slot %d (the array has slots 0 to %d)", slot, len(v.members)-1)
 	}
 	v.pmu.Lock()
-	acts, err := v.policy.Approve(slot)
+	acts, err := ask(v.policy, v.now())
 	v.pmu.Unlock()
 	if err != nil {
 		return err
@@ -236,6 +240,9 @@ func (v *Volume) apply(acts []Action) error {
 		case ActFence:
 			e.Old, e.New = Online.String(), Faulted.String()
 			v.refreshRouting()
+		case ActOffline:
+			e.Old, e.New = Online.String(), Offline.String()
+			v.refreshRouting()
 		case ActSuspend:
 			e.Old, e.New = "SERVING", ArraySuspended
 			v.suspended.Store(true)
@@ -251,7 +258,7 @@ func (v *Volume) apply(acts []Action) error {
 			e.Reason += "; no hot spare is configured"
 		}
 		v.log.Warn("policy", "event", e.String())
-		errs = append(errs, v.record(e, a.Kind == ActFence))
+		errs = append(errs, v.record(e, a.Kind == ActFence || a.Kind == ActOffline))
 	}
 	return errors.Join(errs...)
 }

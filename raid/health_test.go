@@ -126,6 +126,39 @@ func TestFailRefusesWhatWouldLoseData(t *testing.T) {
 	}
 }
 
+func TestOfflineForMaintenance(t *testing.T) {
+	ev := make(events, 100)
+	c := raid.Config{Layout: "raid10", Chunk: 16 << 10, Size: 1 << 20}
+	a, m := filled(t, c, 4, raid.Options{OnEvent: ev.on})
+	if err := a.Vol.Offline(2); err != nil {
+		t.Fatal(err)
+	}
+	if e := ev.waitFor(t, "offline", 2); e.Old != "ONLINE" || e.New != "OFFLINE" {
+		t.Fatalf("offline event: %+v", e)
+	}
+	// Its mirror partner is now the last copy of its half of the data.
+	if err := a.Vol.Offline(3); !errors.Is(err, raid.ErrQuorum) {
+		t.Fatalf("Offline of the last copy = %v, want ErrQuorum", err)
+	}
+	if err := a.Vol.Offline(2); err == nil {
+		t.Fatal("Offline of an OFFLINE member succeeded")
+	}
+	st := a.Vol.Status()
+	if st.State != raid.ArrayDegraded || st.Members[2].State != "OFFLINE" || st.Generation != 2 {
+		t.Fatalf("status: %+v", st)
+	}
+	if slices.ContainsFunc(a.Vol.Events(), func(e raid.Event) bool { return e.Kind == "failover" }) {
+		t.Fatal("taking a member offline started a failover")
+	}
+	p := make([]byte, 200<<10)
+	raidtest.Fill(seeded(t), p)
+	if _, err := a.Vol.WriteAt(p, 300<<10); err != nil {
+		t.Fatal(err)
+	}
+	copy(m[300<<10:], p)
+	raidtest.Expect(t, a.Vol, m, 0, c.Size)
+}
+
 func TestErrorsRestartThenFence(t *testing.T) {
 	ev := make(events, 1000)
 	pol := raid.DefaultPolicy()

@@ -150,9 +150,10 @@ const (
 	ActSuspend                    // refuse all I/O with ErrSuspended
 	ActResume                     // serve again
 	ActNote                       // only record an event
+	ActOffline                    // mark it OFFLINE on the operator's word: no I/O, no failover
 )
 
-var actionNames = [...]string{"restart", "fence", "failover", "sit-out", "rejoin", "suspend", "resume", "note"}
+var actionNames = [...]string{"restart", "fence", "failover", "sit-out", "rejoin", "suspend", "resume", "note", "offline"}
 
 func (k ActionKind) String() string { return actionNames[k] }
 
@@ -359,6 +360,22 @@ func (p *Policy) OperatorFail(slot int, now time.Time) ([]Action, error) {
 		return nil, fmt.Errorf("%w: member %d holds data that no other member can provide", ErrQuorum, slot)
 	}
 	return p.fence(slot, 0, "failed by the operator", now), nil
+}
+
+// OperatorOffline takes a member out of service on an operator's word (for
+// maintenance), unless that would lose data. Unlike a fence it starts no
+// failover. It misses writes while out, so it returns only through a resync
+// or a rebuild.
+func (p *Policy) OperatorOffline(slot int) ([]Action, error) {
+	h := p.members[slot]
+	if h.state != Online {
+		return nil, fmt.Errorf("member %d is %s, not ONLINE", slot, h.state)
+	}
+	if !p.layout.Survives(p.serving(slot)) {
+		return nil, fmt.Errorf("%w: member %d holds data that no other member can provide", ErrQuorum, slot)
+	}
+	h.state, h.restarting, h.down = Offline, 0, 0
+	return []Action{{Kind: ActOffline, Slot: slot, Reason: "taken offline by the operator"}}, nil
 }
 
 // Approve lets a failover wait no longer.

@@ -162,6 +162,21 @@ func TestSuspendAndResume(t *testing.T) {
 	}
 }
 
+func TestOperatorOffline(t *testing.T) {
+	p := testPolicy(t, "raid5", 3, nil)
+	acts, err := p.OperatorOffline(1)
+	if err != nil || kinds(acts) != "offline" || p.State(1) != Offline || p.ReadsAllowed(1, t0) {
+		t.Fatalf("offline: %v, %v, state %s", acts, err, p.State(1))
+	}
+	if _, err := p.OperatorOffline(0); !errors.Is(err, ErrQuorum) {
+		t.Fatalf("a second member of raid5 offline = %v, want ErrQuorum", err)
+	}
+	// Conditions on an OFFLINE member lead nowhere.
+	if got := raise(p, 1, CondIOErrors, t0); got != nil {
+		t.Fatalf("errors on an offline member: %v", got)
+	}
+}
+
 func TestApprovalWhenAutoFailoverIsOff(t *testing.T) {
 	p := testPolicy(t, "raid6", 4, func(c *PolicyConfig) { c.AutoFailover = false; c.Restarts.Count = 1 })
 	if _, err := p.Approve(1); err == nil {

@@ -114,11 +114,7 @@ func Open(dirs []string, o Options) (*Volume, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	ms, err := readLabels(dirs)
-	if err != nil {
-		return nil, err
-	}
-	a, err := assemble(ms)
+	a, err := assembleDirs(dirs)
 	if err != nil {
 		return nil, err
 	}
@@ -312,11 +308,8 @@ func (v *Volume) Label() Label {
 func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if v.closed {
-		return 0, ErrClosed
-	}
-	if v.suspended.Load() {
-		return 0, fmt.Errorf("%w: read of %d bytes at %d", ErrSuspended, len(p), off)
+	if err := v.admit("read", len(p), off); err != nil {
+		return 0, err
 	}
 	if off < 0 {
 		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
@@ -343,11 +336,8 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if v.closed {
-		return 0, ErrClosed
-	}
-	if v.suspended.Load() {
-		return 0, fmt.Errorf("%w: write of %d bytes at %d", ErrSuspended, len(p), off)
+	if err := v.admit("write", len(p), off); err != nil {
+		return 0, err
 	}
 	if off < 0 || off+int64(len(p)) > v.geo.size {
 		return 0, fmt.Errorf("%w: %d bytes at %d, volume size %d", ErrOutOfRange, len(p), off, v.geo.size)
@@ -364,13 +354,22 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 func (v *Volume) Flush() error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	if err := v.admit("flush", 0, 0); err != nil {
+		return err
+	}
+	return v.flush()
+}
+
+// admit refuses a request while the volume is closed or suspended. v.mu is
+// held.
+func (v *Volume) admit(what string, n int, off int64) error {
 	if v.closed {
 		return ErrClosed
 	}
 	if v.suspended.Load() {
-		return fmt.Errorf("%w: flush", ErrSuspended)
+		return fmt.Errorf("%w: %s of %d bytes at %d", ErrSuspended, what, n, off)
 	}
-	return v.flush()
+	return nil
 }
 
 // flush syncs every member that takes writes, with its counters.

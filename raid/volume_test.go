@@ -106,42 +106,29 @@ func TestModelEveryLayout(t *testing.T) {
 	})
 }
 
-// TestModelVote runs the model with voting reads.
-func TestModelVote(t *testing.T) {
-	for _, g := range []struct {
+// TestModelVariants runs the model with voting reads, and over O_DIRECT
+// members (where unaligned request buffers must be bounced).
+func TestModelVariants(t *testing.T) {
+	for _, v := range []struct {
+		name    string
 		layout  string
 		members int
-	}{{"mirror:3", 3}, {"raid10", 4}, {"raid6", 6}, {"raid5", 3}} {
-		t.Run(g.layout, func(t *testing.T) {
+		opts    raid.Options
+	}{
+		{"vote", "mirror:3", 3, raid.Options{ReadPolicy: raid.ReadVote}},
+		{"vote", "raid10", 4, raid.Options{ReadPolicy: raid.ReadVote}},
+		{"vote", "raid6", 6, raid.Options{ReadPolicy: raid.ReadVote}},
+		{"vote", "raid5", 3, raid.Options{ReadPolicy: raid.ReadVote}},
+		{"direct", "raid6", 6, raid.Options{Direct: true}},
+		{"direct", "raid10", 4, raid.Options{Direct: true}},
+	} {
+		t.Run(v.name+"/"+v.layout, func(t *testing.T) {
 			t.Parallel()
 			rng := seeded(t)
-			c := raid.Config{Layout: g.layout, Chunk: 8 << 10, Size: volSize}
-			a := raidtest.New(t, c, g.members, raid.Options{ReadPolicy: raid.ReadVote})
+			c := raid.Config{Layout: v.layout, Chunk: 8 << 10, Size: volSize}
+			a := raidtest.New(t, c, v.members, v.opts)
 			m := make(raidtest.Model, volSize)
-			randomOps(t, rng, a.Vol, m, 1500, 4*c.Chunk*int64(g.members))
-			raidtest.Expect(t, a.Vol, m, 0, volSize)
-			a.Close(t)
-			raidtest.CheckOnDisk(t, c, a.Dirs, m)
-		})
-	}
-}
-
-// TestModelDirect runs the model over O_DIRECT members, where unaligned
-// request buffers must be bounced.
-func TestModelDirect(t *testing.T) {
-	for _, layout := range []struct {
-		name    string
-		members int
-	}{{"raid6", 6}, {"raid10", 4}} {
-		t.Run(layout.name, func(t *testing.T) {
-			t.Parallel()
-			rng := seeded(t)
-			c := raid.Config{Layout: layout.name, Chunk: 16 << 10, Size: volSize}
-			a := raidtest.New(t, c, layout.members)
-			a.Direct = true
-			a.Open(t, a.Dirs...)
-			m := make(raidtest.Model, volSize)
-			randomOps(t, rng, a.Vol, m, 1000, 4*c.Chunk)
+			randomOps(t, rng, a.Vol, m, 1500, 4*c.Chunk*int64(v.members))
 			raidtest.Expect(t, a.Vol, m, 0, volSize)
 			a.Close(t)
 			raidtest.CheckOnDisk(t, c, a.Dirs, m)
