@@ -18,10 +18,12 @@ test:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## bench: benchmarks over file-backed members in $TMPDIR, each figure beside
-## its baseline from the same run (medians of interleaved rounds)
+## its baseline from the same run (medians of interleaved rounds); read
+## latency with a slow member over a fixed 2000 reads, beside the healthy run
 bench:
 	@mkdir -p bin
-	$(GO) test -run '^$$' -bench . -benchtime 1s -timeout 60m ./raid/ | tee bin/bench.txt
+	$(GO) test -run '^$$' -bench 'Benchmark(IO|Encode)' -benchtime 1s -timeout 60m ./raid/ | tee bin/bench.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkSlowMember' -benchtime 2000x -timeout 20m ./raid/ | tee -a bin/bench.txt
 	@echo
 	$(GO) run ./cmd/benchratio < bin/bench.txt
 

@@ -228,10 +228,11 @@ func (v *Volume) report(slot int, seen func(p *Policy, now time.Time) []Action) 
 	}
 }
 
-// apply carries out the policy's actions. State changes take effect before
-// it returns, and are recorded (generation bumped, event stored) in every
-// member that remains, so that a member fenced here can never be taken for
-// current again.
+// apply carries out the policy's actions. Each is recorded (event stored,
+// generation bumped and synced in every member that remains if the
+// membership changed) before it lets anything through, so that no write can
+// be acknowledged without a member before the others say it is stale; a
+// suspension, which only refuses, takes effect at once.
 func (v *Volume) apply(acts []Action) error {
 	var errs []error
 	for _, a := range acts {
@@ -239,42 +240,52 @@ func (v *Volume) apply(acts []Action) error {
 		switch a.Kind {
 		case ActFence:
 			e.Old, e.New = Online.String(), Faulted.String()
-			v.refreshRouting()
 		case ActOffline:
 			e.Old, e.New = Online.String(), Offline.String()
-			v.refreshRouting()
 		case ActSuspend:
 			e.Old, e.New = "SERVING", ArraySuspended
-			v.suspended.Store(true)
 		case ActResume:
 			e.Old, e.New = ArraySuspended, "SERVING"
-			v.suspended.Store(false)
-		case ActSitOut, ActRejoin:
-			v.refreshRouting()
-		case ActRestart:
-			v.refreshRouting()
-			go v.restart(a.Slot, a.Reason)
 		case ActFailover:
 			e.Reason += "; no hot spare is configured"
 		}
 		v.log.Warn("policy", "event", e.String())
+		if a.Kind == ActSuspend {
+			v.suspended.Store(true) // refusing I/O at once is always safe
+		}
 		errs = append(errs, v.record(e, a.Kind == ActFence || a.Kind == ActOffline))
+		switch a.Kind {
+		case ActResume:
+			v.suspended.Store(false)
+		case ActRestart:
+			v.refreshRouting()
+			go v.restart(a.Slot, a.Reason)
+		}
 	}
+	v.refreshRouting()
 	return errors.Join(errs...)
 }
 
 // refreshRouting recomputes which members take reads and writes from the
-// policy.
+// policy. A member kept out of reads (restarting, sitting out) is let back
+// in when the others cannot serve the data without it: its reads then wait
+// for it instead of failing.
 func (v *Volume) refreshRouting() {
 	v.pmu.Lock()
 	defer v.pmu.Unlock()
 	now := v.now()
+	reads := v.policy.readers(-1, now)
+	for slot, m := range v.members {
+		if !v.geo.Survives(reads) && m != nil && v.policy.State(slot) == Online && v.policy.members[slot].down == 0 {
+			reads[slot] = true
+		}
+	}
 	for slot, m := range v.members {
 		if m == nil {
 			continue
 		}
 		m.writable.Store(v.policy.State(slot) == Online)
-		m.readable.Store(v.policy.ReadsAllowed(slot, now))
+		m.readable.Store(reads[slot])
 	}
 }
 
@@ -300,8 +311,13 @@ func (v *Volume) record(e Event, bump bool) error {
 		if m == nil || v.policy.State(slot) != Online {
 			continue
 		}
+		// A closed member is skipped without its lock: a failed restart
+		// holds that lock while it reports.
+		if m.closed.Load() {
+			continue
+		}
 		m.mu.RLock()
-		if m.closed {
+		if m.closed.Load() {
 			m.mu.RUnlock()
 			continue
 		}
@@ -381,7 +397,7 @@ func (v *Volume) probeMember(m *member) (gone bool, err error) {
 		}
 	}
 	m.mu.RLock()
-	raw, closed := m.raw, m.closed
+	raw, closed := m.raw, m.closed.Load()
 	m.mu.RUnlock()
 	if closed {
 		// A restart could not reopen it; its files are back: try again.
@@ -392,7 +408,7 @@ func (v *Volume) probeMember(m *member) (gone bool, err error) {
 			return false, nil // the volume closed meanwhile
 		default:
 		}
-		if m.closed {
+		if m.closed.Load() {
 			if err := m.reopen(v.geo.memberSize()); err != nil {
 				return false, err
 			}

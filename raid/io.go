@@ -80,31 +80,32 @@ func (v *Volume) do(ios []memIO, write bool) {
 // member is released.
 func (v *Volume) doGroup(g []*memIO, write bool) {
 	slot := g[0].slot
-	if !v.usable(slot, write) {
-		for _, io := range g {
-			io.err = errMissing
-		}
-		return
-	}
 	m := v.members[slot]
 	bufs := make([][]byte, len(g))
 	for i, io := range g {
 		bufs[i] = io.buf
 	}
 	var err error
-	if !write && v.suspect(m) {
+	switch {
+	case !v.usable(slot, write):
+		err = errMissing
+	case !write && v.suspect(m):
 		// It was slow lately: do not let it hold the request up.
 		var answered bool
 		if answered, err = v.hedgedRead(m, bufs, g[0].off); !answered {
-			for _, io := range g {
-				io.err = errMissing
-			}
-			return
+			err = errMissing
 		}
-	} else {
+	default:
 		m.mu.RLock()
 		switch {
-		case m.closed:
+		case m.closed.Load():
+			// A restart could not reopen it: once the policy has decided
+			// (fenced it, or suspended the volume), it is missing.
+			if pending := m.pending.Load(); pending != nil && write {
+				m.mu.RUnlock()
+				<-*pending
+				m.mu.RLock()
+			}
 			err = errMissing
 		case write:
 			_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)

@@ -261,6 +261,16 @@ func (p *Policy) serving(without int) []bool {
 	return ok
 }
 
+// readers reports by slot which members take reads at now, leaving out slot
+// (-1: none).
+func (p *Policy) readers(without int, now time.Time) []bool {
+	ok := make([]bool, len(p.members))
+	for i := range p.members {
+		ok[i] = i != without && p.ReadsAllowed(i, now)
+	}
+	return ok
+}
+
 // IOError records a failed read or write on a member.
 func (p *Policy) IOError(slot int, now time.Time) []Action {
 	n := p.members[slot].ioErrors.add(now, p.cfg.IOErrors.Window)
@@ -292,6 +302,10 @@ func (p *Policy) SlowIO(slot int, now time.Time) []Action {
 	}
 	if h.state != Online || now.Before(h.sitOutUntil) {
 		return nil
+	}
+	if !p.layout.Survives(p.readers(slot, now)) {
+		h.slow = nil
+		return []Action{{Kind: ActNote, Slot: slot, Reason: why + "; it keeps serving reads: the others cannot do without it"}}
 	}
 	h.sitOutUntil = now.Add(p.cfg.SitOut)
 	h.slow = nil

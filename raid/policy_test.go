@@ -231,6 +231,19 @@ func TestSlowMemberSitsOut(t *testing.T) {
 	}
 }
 
+func TestSlowLastCopyDoesNotSitOut(t *testing.T) {
+	p := testPolicy(t, "raid1", 2, nil)
+	p.OperatorFail(1, t0)
+	acts := raise(p, 0, CondSlow, t0)
+	if kinds(acts) != "note" || !p.ReadsAllowed(0, t0.Add(time.Second)) {
+		t.Fatalf("slow last copy: %v", acts)
+	}
+	p = testPolicy(t, "raid0", 2, nil)
+	if acts := raise(p, 1, CondSlow, t0); kinds(acts) != "note" {
+		t.Fatalf("slow raid0 member: %v", acts)
+	}
+}
+
 func TestPolicyConfigValidate(t *testing.T) {
 	for _, edit := range []func(*PolicyConfig){
 		func(c *PolicyConfig) { c.FailureLevel = 6 },

@@ -80,11 +80,20 @@ func (v *Volume) computeBound(slot int) time.Duration {
 	return bound
 }
 
-// suspect reports whether a member was slow within the last sit-out period:
-// its reads are then hedged.
+// suspect reports whether a member's reads should be hedged: it was slow
+// within the last sit-out period, and the other members that take reads can
+// serve the data without it (otherwise there is nothing to hedge to, and
+// its reads wait for it).
 func (v *Volume) suspect(m *member) bool {
 	last := m.slow.lastSlow.Load()
-	return last != 0 && time.Since(time.Unix(0, last)) < v.policy.cfg.SitOut
+	if last == 0 || time.Since(time.Unix(0, last)) >= v.policy.cfg.SitOut {
+		return false
+	}
+	others := make([]bool, len(v.members))
+	for i := range v.members {
+		others[i] = i != m.slot && v.usable(i, false)
+	}
+	return v.geo.Survives(others)
 }
 
 // noteSlow counts a slow read against a member and tells the policy.
@@ -126,7 +135,7 @@ func (v *Volume) hedgedRead(m *member, bufs [][]byte, off int64) (answered bool,
 	go func() {
 		m.mu.RLock()
 		var err error = errMissing
-		if !m.closed {
+		if !m.closed.Load() {
 			_, err = blockdev.ReadvAt(m.dev, private, off)
 		}
 		m.mu.RUnlock()

@@ -95,3 +95,34 @@ func TestSlowMemberFailsAtLevel5(t *testing.T) {
 	ev.waitFor(t, "fence", 0)
 	raidtest.Expect(t, a.Vol, m, 0, c.Size)
 }
+
+// TestSlowMemberWithoutRedundancy: when no other member can serve its data
+// (raid0, or a mirror whose other copy is fenced), a slow member is waited
+// for: its reads are slow but never fail, and it does not sit out.
+func TestSlowMemberWithoutRedundancy(t *testing.T) {
+	for _, g := range []struct {
+		layout  string
+		members int
+		fence   int // a member to fence first, or -1
+	}{{"raid0", 3, -1}, {"raid1", 2, 1}} {
+		t.Run(g.layout, func(t *testing.T) {
+			c := raid.Config{Layout: g.layout, Chunk: 16 << 10, Size: 1 << 20}
+			a, m := filled(t, c, g.members, raid.Options{Policy: slowPolicy(3)})
+			if g.fence >= 0 {
+				if err := a.Vol.Fail(g.fence); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 100 * time.Millisecond})
+			rng := seeded(t)
+			for range 20 {
+				off, n := raidtest.RandomRange(rng, c.Size, 64<<10)
+				raidtest.Expect(t, a.Vol, m, off, n)
+			}
+			st := a.Vol.Status().Members[0]
+			if st.SitOut || st.Counters.SlowIOs == 0 {
+				t.Fatalf("the member the data needs: %+v (want counted slow, not sitting out)", st)
+			}
+		})
+	}
+}

@@ -62,11 +62,15 @@ type member struct {
 	probeReported atomic.Bool  // the probe under way was already reported overdue
 
 	mu     sync.RWMutex // I/O holds it shared; a restart or Close exclusively
-	closed bool         // its files are closed (the volume closed, or a reopen failed): no I/O
-	label  Label
-	m      *blockdev.Member
-	raw    blockdev.Device // the (wrapped) data file, below the checksums: probes read it
-	dev    blockdev.Device // checksummed, over raw
+	closed atomic.Bool  // its files are closed (the volume closed, or a reopen failed): no I/O; set under mu
+	// pending, while a failed restart's outcome is being decided, is closed
+	// once the policy has fenced the member or suspended the volume; a
+	// write that finds the member closed waits on it.
+	pending atomic.Pointer[chan struct{}]
+	label   Label
+	m       *blockdev.Member
+	raw     blockdev.Device // the (wrapped) data file, below the checksums: probes read it
+	dev     blockdev.Device // checksummed, over raw
 
 	ctr      counters
 	slow     slowness
@@ -246,7 +250,7 @@ func (m *member) reopen(capacity int64) error {
 		m.m.Close()
 		return fmt.Errorf("probe after reopening: %w", err)
 	}
-	m.closed = false
+	m.closed.Store(false)
 	return nil
 }
 
@@ -256,23 +260,31 @@ func (m *member) reopen(capacity int64) error {
 func (v *Volume) restart(slot int, why string) {
 	m := v.members[slot]
 	m.mu.Lock()
-	if m.closed {
+	if m.closed.Load() {
 		m.mu.Unlock()
 		return
 	}
 	err := errors.Join(m.saveCounters(), m.m.Close())
-	m.closed = true
+	m.closed.Store(true)
 	if err == nil {
 		err = m.reopen(v.geo.memberSize())
 	}
-	m.mu.Unlock()
-	reason := ""
-	if err != nil {
-		reason = err.Error()
-		v.log.Error("restart failed", "slot", slot, "cause", why, "err", err)
+	if err == nil {
+		m.mu.Unlock()
+		v.report(slot, func(p *Policy, now time.Time) []Action { return p.Restarted(slot, true, "", now) })
+		return
 	}
-	v.report(slot, func(p *Policy, now time.Time) []Action { return p.Restarted(slot, err == nil, reason, now) })
-	v.refreshRouting()
+	// Writes that find it closed wait until the policy has decided: the
+	// member fenced (the others' generation bumped and synced) or, if the
+	// array cannot do without it, kept while the volume refuses writes, so
+	// that no write is acknowledged without it unrecorded.
+	decided := make(chan struct{})
+	m.pending.Store(&decided)
+	m.mu.Unlock()
+	v.log.Error("restart failed", "slot", slot, "cause", why, "err", err)
+	v.report(slot, func(p *Policy, now time.Time) []Action { return p.Restarted(slot, false, err.Error(), now) })
+	close(decided)
+	m.pending.Store(nil)
 }
 
 // newCodec returns the Reed-Solomon codec of a k+m stripe. Its parity bytes
@@ -383,7 +395,7 @@ func (v *Volume) flush() error {
 			wg.Go(func() {
 				m.mu.RLock()
 				defer m.mu.RUnlock()
-				if m.closed {
+				if m.closed.Load() {
 					errs[i] = errMissing
 					return
 				}
@@ -426,9 +438,9 @@ func (v *Volume) closeMembers() error {
 			continue
 		}
 		m.mu.Lock()
-		if !m.closed {
+		if !m.closed.Load() {
 			errs = append(errs, m.saveCounters(), m.m.Close())
-			m.closed = true
+			m.closed.Store(true)
 		}
 		m.mu.Unlock()
 	}
