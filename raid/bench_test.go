@@ -2,6 +2,7 @@ package raid_test
 
 import (
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"sync/atomic"
@@ -45,7 +46,7 @@ func volumeTarget(layout string, members int) benchTarget {
 		if _, err := raid.Create(dirs, raid.Config{Layout: layout, Size: benchSize}); err != nil {
 			b.Fatal(err)
 		}
-		v, err := raid.Open(dirs, raid.Options{Direct: true})
+		v, err := raid.Open(dirs, raid.Options{Direct: true, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}

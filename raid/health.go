@@ -93,18 +93,28 @@ func (m *member) saveCounters() error {
 	return batch.Commit(false)
 }
 
-// loadEvents reads the events recorded in a member's metadata.
+// loadEvents reads the events recorded in a member's metadata, and drops
+// all but the newest maxEvents from it.
 func (m *member) loadEvents() ([]Event, error) {
 	var out []Event
-	err := m.m.Meta.Scan(prefixEvent, func(_, val []byte) error {
+	var keys [][]byte
+	err := m.m.Meta.Scan(prefixEvent, func(key, val []byte) error {
 		var e Event
 		if err := json.Unmarshal(val, &e); err != nil {
 			return fmt.Errorf("%w: event: %v", ErrCorruptLabel, err)
 		}
 		out = append(out, e)
+		keys = append(keys, key)
 		return nil
 	})
-	return out, err
+	if err != nil || len(keys) <= maxEvents {
+		return out, err
+	}
+	b := m.m.Meta.NewBatch()
+	for _, k := range keys[:len(keys)-maxEvents] {
+		b.Delete(k)
+	}
+	return out[len(out)-maxEvents:], b.Commit(false)
 }
 
 // maxEvents bounds the events a volume keeps in memory and in each member.
@@ -232,7 +242,7 @@ func (v *Volume) report(slot int, seen func(p *Policy, now time.Time) []Action) 
 // generation bumped and synced in every member that remains if the
 // membership changed) before it lets anything through, so that no write can
 // be acknowledged without a member before the others say it is stale; a
-// suspension, which only refuses, takes effect at once.
+// suspension or resumption takes effect at once.
 func (v *Volume) apply(acts []Action) error {
 	var errs []error
 	for _, a := range acts {
@@ -250,13 +260,15 @@ func (v *Volume) apply(acts []Action) error {
 			e.Reason += "; no hot spare is configured"
 		}
 		v.log.Warn("policy", "event", e.String())
-		if a.Kind == ActSuspend {
-			v.suspended.Store(true) // refusing I/O at once is always safe
+		// Suspension changes no membership: it takes effect at once.
+		switch a.Kind {
+		case ActSuspend:
+			v.suspended.Store(true)
+		case ActResume:
+			v.suspended.Store(false)
 		}
 		errs = append(errs, v.record(e, a.Kind == ActFence || a.Kind == ActOffline))
 		switch a.Kind {
-		case ActResume:
-			v.suspended.Store(false)
 		case ActRestart:
 			v.refreshRouting()
 			go v.restart(a.Slot, a.Reason)

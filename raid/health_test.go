@@ -110,6 +110,18 @@ func TestOperatorFailFencesAndRecords(t *testing.T) {
 	}
 }
 
+func TestDegradedAssemblyIsRecorded(t *testing.T) {
+	a := raidtest.New(t, raid.Config{Layout: "raid1", Size: 1 << 20}, 2, raid.Options{NoMonitor: true})
+	// Each degraded assembly records an event (and bumps the generation).
+	for range 3 {
+		a.Open(t, a.Dirs[0])
+	}
+	evs := a.Vol.Events()
+	if len(evs) != 3 || evs[2].Kind != "assemble" || a.Vol.Status().Generation != 4 {
+		t.Fatalf("events after three degraded assemblies: %v, generation %d", evs, a.Vol.Status().Generation)
+	}
+}
+
 func TestFailRefusesWhatWouldLoseData(t *testing.T) {
 	a := raidtest.New(t, raid.Config{Layout: "raid1", Size: 1 << 20}, 2)
 	if err := a.Vol.Fail(0); err != nil {

@@ -184,12 +184,13 @@ func Open(dirs []string, o Options) (*Volume, error) {
 			return nil, fmt.Errorf("open member %d in %s: %w", slot, f.dir, err)
 		}
 		v.members[slot] = m
-		if v.events == nil {
-			if v.events, err = m.loadEvents(); err != nil {
-				v.closeMembers()
-				return nil, fmt.Errorf("member %d in %s: %w", slot, f.dir, err)
-			}
-			v.events = v.events[max(0, len(v.events)-maxEvents):]
+		events, err := m.loadEvents()
+		if err != nil {
+			v.closeMembers()
+			return nil, fmt.Errorf("member %d in %s: %w", slot, f.dir, err)
+		}
+		if len(events) > len(v.events) {
+			v.events = events // the fullest history among the members
 		}
 	}
 	v.policy = NewPolicy(o.Policy, a.layout, states)
