@@ -226,7 +226,8 @@ func (v *Volume) operator(slot int, ask func(*Policy, time.Time) ([]Action, erro
 }
 
 // report hands something seen on a member to the policy and applies what it
-// decides.
+// decides. Every decision that changes routing comes back as an action, and
+// apply recomputes the routing, so callers need not.
 func (v *Volume) report(slot int, seen func(p *Policy, now time.Time) []Action) {
 	v.pmu.Lock()
 	acts := seen(v.policy, v.now())
@@ -378,7 +379,6 @@ func (v *Volume) checkHealth() {
 			// A probe that hangs is itself the signal.
 			if now.Sub(time.Unix(0, started)) > timeout && !m.probeReported.Swap(true) {
 				v.report(slot, func(p *Policy, now time.Time) []Action { return p.Probe(slot, false, false, now) })
-				v.refreshRouting()
 			}
 			continue
 		}
@@ -392,11 +392,9 @@ func (v *Volume) checkHealth() {
 				v.report(slot, func(p *Policy, now time.Time) []Action { return p.IOError(slot, now) })
 			}
 			v.report(slot, func(p *Policy, now time.Time) []Action { return p.Probe(slot, true, gone, now) })
-			v.refreshRouting()
 		}()
 	}
 	v.report(-1, func(p *Policy, now time.Time) []Action { return p.Tick(now) })
-	v.refreshRouting()
 }
 
 // probeMember checks that a member's directory and files are still there and

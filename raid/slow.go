@@ -102,7 +102,6 @@ func (v *Volume) noteSlow(m *member) {
 	m.ctr.slow.Add(1)
 	slot := m.slot
 	v.report(slot, func(p *Policy, now time.Time) []Action { return p.SlowIO(slot, now) })
-	v.refreshRouting()
 }
 
 // timedRead reads bufs from a member, timing the read; a read past the slow
