@@ -97,15 +97,33 @@ func (s *Sums) Lookup(block int64, out []uint32) error {
 
 // Record sets the checksums of the blocks from block on.
 func (s *Sums) Record(block int64, sums []uint32) error {
+	return s.set(block, int64(len(sums)), func(dst []uint32, i int64) int { return copy(dst, sums[i:]) })
+}
+
+// Zero sets the checksums of n blocks from block on to that of a zero
+// block.
+func (s *Sums) Zero(block, n int64) error {
+	return s.set(block, n, func(dst []uint32, i int64) int {
+		dst = dst[:min(int64(len(dst)), n-i)]
+		for j := range dst {
+			dst[j] = zeroSum
+		}
+		return len(dst)
+	})
+}
+
+// set fills the checksums of n blocks from block on, page by page: fill
+// writes the sums from the i-th on into dst and says how many it wrote.
+func (s *Sums) set(block, n int64, fill func(dst []uint32, i int64) int) error {
 	s.mu.Lock()
-	for i := 0; i < len(sums); {
-		b := block + int64(i)
+	for i := int64(0); i < n; {
+		b := block + i
 		p, err := s.page(b / sumsPerPage)
 		if err != nil {
 			s.mu.Unlock()
 			return err
 		}
-		i += copy(p.sums[b%sumsPerPage:], sums[i:])
+		i += int64(fill(p.sums[b%sumsPerPage:], i))
 		if p.elem != nil {
 			s.clean.Remove(p.elem)
 			p.elem = nil

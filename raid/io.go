@@ -29,7 +29,10 @@ type memIO struct {
 	slot int
 	off  int64 // member offset
 	buf  []byte
-	err  error
+	// forget, for a discard (buf nil), is how many bytes from off the
+	// member forgets.
+	forget int64
+	err    error
 }
 
 // maxIOV is the most buffers one vectored member I/O carries (Linux's
@@ -107,6 +110,8 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 				m.mu.RLock()
 			}
 			err = errMissing
+		case write && g[0].buf == nil:
+			err = blockdev.Discard(m.dev, g[0].off, g[0].forget)
 		case write:
 			_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)
 		default:

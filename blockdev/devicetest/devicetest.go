@@ -84,6 +84,32 @@ func Run(t *testing.T, open func(t *testing.T, size int64) blockdev.Device) {
 			t.Fatalf("Sync: %v", err)
 		}
 	})
+	t.Run("DiscardReadsAsZeros", func(t *testing.T) {
+		d := open(t, Size)
+		model := bytes.Repeat([]byte{0xa5}, Size)
+		if _, err := d.WriteAt(model, 0); err != nil {
+			t.Fatalf("WriteAt: %v", err)
+		}
+		for _, r := range [][2]int64{{0, 1}, {5, 3}, {63, 1}, {20, 0}} {
+			off, n := r[0]*blockdev.BlockSize, r[1]*blockdev.BlockSize
+			if err := blockdev.Discard(d, off, n); err != nil {
+				t.Fatalf("Discard(%d, %d): %v", off, n, err)
+			}
+			clear(model[off : off+n])
+		}
+		for _, bad := range [][2]int64{{1, blockdev.BlockSize}, {0, 100}, {Size - blockdev.BlockSize, 2 * blockdev.BlockSize}, {-blockdev.BlockSize, blockdev.BlockSize}} {
+			if err := blockdev.Discard(d, bad[0], bad[1]); err == nil {
+				t.Errorf("Discard(%d, %d) succeeded, want an error", bad[0], bad[1])
+			}
+		}
+		got := make([]byte, Size)
+		if _, err := d.ReadAt(got, 0); err != nil {
+			t.Fatalf("ReadAt: %v", err)
+		}
+		if !bytes.Equal(got, model) {
+			t.Fatal("after discards the device differs from the model")
+		}
+	})
 	t.Run("ConcurrentDisjointWrites", func(t *testing.T) {
 		d := open(t, Size)
 		const per = Size / 8
