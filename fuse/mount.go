@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Options tune a mount.
@@ -110,3 +112,18 @@ func (m *Mount) Unmount() error {
 
 // Wait returns once the mount is gone, whoever unmounted it.
 func (m *Mount) Wait() { m.server.Wait() }
+
+// Detach unmounts lazily: the mount point is free at once, and the mount
+// serves whoever still holds the file open until they let go.
+func (m *Mount) Detach() error {
+	var err error
+	if os.Geteuid() == 0 {
+		err = unix.Unmount(m.dir, unix.MNT_DETACH)
+	} else {
+		err = exec.Command("fusermount3", "-u", "-z", m.dir).Run()
+	}
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", m.dir, err)
+	}
+	return nil
+}

@@ -132,6 +132,7 @@ type Status struct {
 	ArrayUUID  string         `json:"array_uuid"`
 	Layout     string         `json:"layout"`
 	Size       int64          `json:"size"`
+	Chunk      int64          `json:"chunk"`
 	State      string         `json:"state"` // OPTIMAL, DEGRADED, REBUILDING, SUSPENDED
 	Generation uint64         `json:"generation"`
 	ReadPolicy string         `json:"read_policy"`
@@ -159,7 +160,7 @@ func (v *Volume) Status() Status {
 	v.pmu.Lock()
 	defer v.pmu.Unlock()
 	now := v.now()
-	st := Status{Array: v.base.ArrayName, ArrayUUID: v.base.ArrayUUID, Layout: v.geo.Name, Size: v.geo.size,
+	st := Status{Array: v.base.ArrayName, ArrayUUID: v.base.ArrayUUID, Layout: v.geo.Name, Size: v.geo.size, Chunk: v.geo.chunk,
 		Generation: v.generation, ReadPolicy: string(v.readPolicy), Policy: v.policy.Config()}
 	degraded := false
 	for slot, m := range v.members {
@@ -260,7 +261,7 @@ func (v *Volume) apply(acts []Action) error {
 		case ActFailover:
 			e.Reason += "; no hot spare is configured"
 		}
-		v.log.Warn("policy", "event", e.String())
+		v.log.Warn("policy: "+e.Kind, "slot", e.Slot, "old", e.Old, "new", e.New, "reason", e.Reason)
 		// Suspension changes no membership: it takes effect at once.
 		switch a.Kind {
 		case ActSuspend:

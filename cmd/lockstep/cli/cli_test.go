@@ -50,6 +50,10 @@ func TestCreateRefusesBadInput(t *testing.T) {
 	if _, _, err := run(t, append([]string{"create", "--layout", "raid1", "--size", "1MiB"}, d("used0", "used1")...)...); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(root, "mnt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LOCKSTEP_RUN_DIR", t.TempDir())
 	cases := []struct {
 		name string
 		args []string
@@ -67,7 +71,22 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		{"directory already a member", append([]string{"create", "--layout", "raid1"}, d("used0", "a")...), "already holds a lockstep member"},
 		{"directory twice", append([]string{"create", "--layout", "raid1"}, d("a", "a")...), "is listed twice"},
 		{"no directories", []string{"create", "--layout", "raid1"}, "requires at least 1 arg"},
-		{"status of a non-member", []string{"status", root}, "is not a lockstep member"},
+		{"status of a non-member", []string{"status", root}, "is neither a lockstep mount nor a member directory"},
+		{"status of a non-member among others", []string{"status", root, filepath.Join(root, "used0")}, "is not a lockstep member"},
+		{"mount with a bad read policy", append([]string{"mount", "--read-policy", "maybe"}, d("used0", "used1", "mnt")...), `--read-policy "maybe": use fast or vote`},
+		{"mount with a bad failure level", append([]string{"mount", "--failure-level", "9"}, d("used0", "used1", "mnt")...), "--failure-level or --health-timeout"},
+		{"mount with a bad consistency", append([]string{"mount", "--consistency", "fast"}, d("used0", "used1", "mnt")...), "use resync, bitmap or journal"},
+		{"mount with a rate without MAX", append([]string{"mount", "--rebuild-rate", "10MiB"}, d("used0", "used1", "mnt")...), "use MIN:MAX"},
+		{"mount with MAX below MIN", append([]string{"mount", "--rebuild-rate", "100MiB:10MiB"}, d("used0", "used1", "mnt")...), "is below minimum"},
+		{"mount with a bad log format", append([]string{"mount", "--log-format", "xml"}, d("used0", "used1", "mnt")...), "use text or json"},
+		{"mount with a log file in the foreground", append([]string{"mount", "--log-file", "x"}, d("used0", "used1", "mnt")...), "--log-file goes with --daemon"},
+		{"mount on a missing mount point", append([]string{"mount"}, d("used0", "used1", "nowhere")...), "is not a directory: create it"},
+		{"mount of a non-member", append([]string{"mount"}, d("mnt", "mnt")...), "is not a lockstep member"},
+		{"mount of one directory twice", append([]string{"mount"}, d("used0", "used0", "mnt")...), "is listed twice"},
+		{"umount of no mount", []string{"umount", root}, "no lockstep mount"},
+		{"fail on no mount", []string{"fail", root, "1"}, "no lockstep mount"},
+		{"events of no mount", []string{"events", root}, "no lockstep mount"},
+		{"approve on no mount", []string{"failover", "approve", root, "0"}, "no lockstep mount"},
 		{"status of half another array", []string{"status", filepath.Join(root, "used0"), filepath.Join(root, "used0")}, "is listed twice"},
 		{"bench with a bad depth", []string{"bench", "--depth", "0"}, "--depth 0: give 1 to 1024"},
 		{"bench with a bad size", []string{"bench", "--size", "1500KiB"}, "give a whole number of MiB"},

@@ -19,6 +19,6 @@ redundancy.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCreate(), newStatus(), newBench())
+	root.AddCommand(newCreate(), newMount(), newUmount(), newStatus(), newEvents(), newFail(), newFailover(), newBench())
 	return root
 }

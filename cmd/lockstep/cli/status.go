@@ -1,34 +1,43 @@
 package cli
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lockstepfs/lockstep/blockdev"
+	"github.com/lockstepfs/lockstep/cmd/lockstep/control"
 	"github.com/lockstepfs/lockstep/raid"
 )
 
 func newStatus() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status [--json] DIR...",
-		Short: "Show an array's state from its members' labels",
-		Long: `Show the state of the array that the member directories make up, read from
-their labels without changing anything: the array, its layout and size, and
-each slot's member, state and generation.`,
+		Use:   "status [--json] MOUNTPOINT | DIR...",
+		Short: "Show a mount's or an array's state",
+		Long: `Given a mount point, show the running array: its state, each member's state
+and READ / WRITE / CKSUM error counts, repairs and slow I/Os, and the jobs
+under way. Given member directories, show the array from their labels,
+without changing anything: the array, its layout and size, and each slot's
+member, state and generation.`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, dirs []string) error {
-			r, err := raid.Inspect(dirs)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && !blockdev.HoldsMember(args[0]) {
+				err := liveStatus(cmd.OutOrStdout(), args[0], asJSON)
+				if errors.Is(err, control.ErrNoMount) {
+					return fmt.Errorf("%s is neither a lockstep mount nor a member directory: give a mount point or every member directory", args[0])
+				}
+				return err
+			}
+			r, err := raid.Inspect(args)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return writeJSON(cmd.OutOrStdout(), r)
 			}
 			printStatus(cmd.OutOrStdout(), r)
 			return nil
