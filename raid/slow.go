@@ -81,19 +81,27 @@ func (v *Volume) computeBound(slot int) time.Duration {
 }
 
 // suspect reports whether a member's reads should be hedged: it was slow
-// within the last sit-out period, and the other members that take reads can
-// serve the data without it (otherwise there is nothing to hedge to, and
-// its reads wait for it).
+// lately, and the other members that take reads and were not slow lately
+// themselves can serve the data without it. Otherwise there is nothing
+// reliable to hedge to (when the whole disk stalls, every member is slow at
+// once, and hedging them all would leave a read with no answer at all), and
+// its reads wait for it.
 func (v *Volume) suspect(m *member) bool {
-	last := m.slow.lastSlow.Load()
-	if last == 0 || time.Since(time.Unix(0, last)) >= v.policy.cfg.SitOut {
+	if !v.slowLately(m) {
 		return false
 	}
 	others := make([]bool, len(v.members))
-	for i := range v.members {
-		others[i] = i != m.slot && v.usable(i, false)
+	for i, o := range v.members {
+		others[i] = i != m.slot && v.usable(i, false) && !v.slowLately(o)
 	}
 	return v.geo.Survives(others)
+}
+
+// slowLately reports whether a member had a slow read within the sit-out
+// period.
+func (v *Volume) slowLately(m *member) bool {
+	last := m.slow.lastSlow.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < v.policy.cfg.SitOut
 }
 
 // noteSlow counts a slow read against a member and tells the policy.

@@ -126,3 +126,29 @@ func TestSlowMemberWithoutRedundancy(t *testing.T) {
 		})
 	}
 }
+
+// TestWholeDiskStallIsNotHedgedAway: when every member stalls now and then
+// (a shared disk under load), each of them is slow lately, and hedging them
+// all would leave reads with nothing to fall back on. Every read must still
+// be served, right.
+func TestWholeDiskStallIsNotHedgedAway(t *testing.T) {
+	for _, g := range []struct {
+		layout  string
+		members int
+	}{{"raid5", 3}, {"mirror:3", 3}} {
+		t.Run(g.layout, func(t *testing.T) {
+			c := raid.Config{Layout: g.layout, Chunk: 16 << 10, Size: 1 << 20}
+			p := slowPolicy(3)
+			p.SlowIOs.Count = 1 << 20 // never sit out: keep every member hedgeable
+			a, m := filled(t, c, g.members, raid.Options{Policy: p})
+			for slot := range g.members {
+				a.Fault(slot).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Prob: 0.4, Delay: 60 * time.Millisecond})
+			}
+			rng := seeded(t)
+			for range 150 {
+				off := rng.Int64N(c.Size/bs) * bs
+				raidtest.Expect(t, a.Vol, m, off, bs)
+			}
+		})
+	}
+}
