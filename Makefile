@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/lockstep
 DEMO    := demo
 
-.PHONY: all build test bench lint fuzz demo clean
+.PHONY: all build deps test bench lint fuzz demo demo-stop clean
 
 all: build
 
@@ -12,20 +12,40 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/lockstep
 
+## deps: the programs the end-to-end tests and benchmarks drive (fio,
+## mkfs.ext4/e2fsck, fusermount3), installed with apt-get when missing; and
+## /dev/fuse open to ordinary users (mode 0666, as udev sets it), for the
+## test that mounts as one
+deps:
+	@missing=""; \
+	for t in fio:fio mkfs.ext4:e2fsprogs e2fsck:e2fsprogs fusermount3:fuse3 losetup:mount fstrim:util-linux; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (install them: the tests that need them will skip)"; fi; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && [ -c /dev/fuse ]; then chmod 0666 /dev/fuse; fi
+
 ## test: vet, then every package's tests under the race detector
-test:
+test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## bench: benchmarks over file-backed members in $TMPDIR, each figure beside
 ## its baseline from the same run (medians of interleaved rounds); read
-## latency with a slow member over a fixed 2000 reads, beside the healthy run
-bench:
+## latency with a slow member over a fixed 2000 reads, beside the healthy run;
+## then fio through the mount beside a FUSE passthrough of a plain file
+bench: deps
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench 'Benchmark(IO|Encode)' -benchtime 1s -timeout 60m ./raid/ | tee bin/bench.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkSlowMember' -benchtime 2000x -timeout 20m ./raid/ | tee -a bin/bench.txt
 	@echo
 	$(GO) run ./cmd/benchratio < bin/bench.txt
+	@echo
+	$(GO) run ./cmd/benchmount --rounds 3 --runtime 3s | tee bin/bench-mount.txt
 
 ## lint: formatting, vet, staticcheck, and a tidy go.mod
 lint:
@@ -39,13 +59,19 @@ fuzz:
 	$(GO) test ./raid/ -run '^$$' -fuzz FuzzExtents -fuzztime 30s
 	$(GO) test ./raid/ -run '^$$' -fuzz FuzzDecodeLabel -fuzztime 30s
 
-## demo: create a raid6 array on six member directories in ./demo, show its
-## status, and benchmark a scratch array beside it against plain file I/O
+## demo: create a raid6 array on six member directories in ./demo, mount it
+## at ./demo/mnt (the volume is ./demo/mnt/volume) and show its status
 demo: build
-	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	@if [ -d $(DEMO)/mnt ]; then $(BIN) umount $(DEMO)/mnt 2>/dev/null || true; fi
+	rm -rf $(DEMO) && mkdir -p $(DEMO)/mnt
 	$(BIN) create --layout raid6 --size 256MiB --name demo $(DEMO)/disk0 $(DEMO)/disk1 $(DEMO)/disk2 $(DEMO)/disk3 $(DEMO)/disk4 $(DEMO)/disk5
-	$(BIN) status $(DEMO)/disk0 $(DEMO)/disk1 $(DEMO)/disk2 $(DEMO)/disk3 $(DEMO)/disk4 $(DEMO)/disk5
-	$(BIN) bench --dir $(DEMO) --layout raid6 --members 6 --size 512MiB
+	$(BIN) mount --daemon $(DEMO)/disk0 $(DEMO)/disk1 $(DEMO)/disk2 $(DEMO)/disk3 $(DEMO)/disk4 $(DEMO)/disk5 $(DEMO)/mnt
+	$(BIN) status $(DEMO)/mnt
+
+## demo-stop: unmount the demo array
+demo-stop: build
+	$(BIN) umount $(DEMO)/mnt
 
 clean:
+	@if [ -d $(DEMO)/mnt ] && [ -x $(BIN) ]; then $(BIN) umount $(DEMO)/mnt 2>/dev/null || true; fi
 	rm -rf bin $(DEMO)

@@ -75,14 +75,19 @@ func Serve(dir string, b Backend, o Options) (*Mount, error) {
 		caps |= gofuse.CAP_WRITEBACK_CACHE
 	}
 	mo := &gofuse.MountOptions{
-		FsName:            o.FsName,
-		Name:              "lockstep",
-		MaxWrite:          o.MaxWrite,
-		MaxReadAhead:      128 << 10,
-		MaxBackground:     64,
-		AllowOther:        o.AllowOther,
-		DirectMount:       os.Geteuid() == 0,
-		DisableXAttrs:     true,
+		FsName:        o.FsName,
+		Name:          "lockstep",
+		MaxWrite:      o.MaxWrite,
+		MaxReadAhead:  128 << 10,
+		MaxBackground: 64,
+		AllowOther:    o.AllowOther,
+		DirectMount:   os.Geteuid() == 0,
+		DisableXAttrs: true,
+		// Splicing a 1 MiB read's reply needs a pipe larger than Linux
+		// allows by default (header and data overflow it); copying is
+		// cheaper than failing over to it on every read.
+		DisableSplice:     true,
+		Logger:            slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 		ExtraCapabilities: caps,
 		Debug:             o.Debug,
 	}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,15 +150,18 @@ func (e *env) mount(dirs []string, flags ...string) string {
 // unmount stops a mount at cleanup: with lockstep umount if it can,
 // otherwise by detaching it and killing its daemon.
 func (e *env) unmount(mnt string, pid int) {
-	if _, err := e.try("umount", mnt); err == nil {
+	_, err := e.try("umount", mnt)
+	switch {
+	case err == nil:
 		waitExit(pid)
-		return
-	} else if !strings.Contains(err.Error(), "no lockstep mount") {
+	case strings.Contains(err.Error(), "no lockstep mount") && !isMounted(mnt):
+		// Unmounted already, by the test.
+	default:
 		e.t.Errorf("umount %s: %v", mnt, err)
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitExit(pid)
 	}
-	unix.Unmount(mnt, unix.MNT_DETACH)
-	syscall.Kill(pid, syscall.SIGKILL)
-	waitExit(pid)
 }
 
 // waitExit waits until a process that is not our child is gone.
@@ -318,7 +324,7 @@ func TestFioVerifiesWhileAMemberIsFenced(t *testing.T) {
 	st := e.status(mnt)
 	fio := exec.Command("fio", "--name=verify", "--filename="+filepath.Join(mnt, "volume"), "--size=160M",
 		"--rw=randwrite", "--bs=64k", "--direct=1", "--ioengine=libaio", "--iodepth=8",
-		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=json")
+		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=json")
 	var out, errb bytes.Buffer
 	fio.Stdout, fio.Stderr = &out, &errb
 	if err := fio.Start(); err != nil {
@@ -448,4 +454,187 @@ func rawRequest(t *testing.T, socket, line string) control.Response {
 		t.Fatalf("no answer to %.40q: %v", line, err)
 	}
 	return resp
+}
+
+func TestSignalFlushesAndUnmounts(t *testing.T) {
+	e := newEnv(t)
+	dirs := e.create("mirror:3", 3, "16MiB")
+	mnt := filepath.Join(e.root, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	// In the foreground, as a service manager runs it.
+	fg := exec.Command(binary, append(append([]string{"mount", "--metrics", "127.0.0.1:0"}, dirs...), mnt)...)
+	fg.Env = append(os.Environ(), "LOCKSTEP_RUN_DIR="+e.runDir)
+	var stdout, stderr bytes.Buffer
+	fg.Stdout, fg.Stderr = &stdout, &stderr
+	if err := fg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if fg.ProcessState == nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+			fg.Process.Kill()
+			fg.Wait()
+		}
+	})
+	st := e.waitForMount(mnt)
+	src, want := e.pattern("pattern", 6<<20, 4)
+	// Buffered writes without fsync: the signal must flush them.
+	e.tool("dd", "if="+src, "of="+filepath.Join(mnt, "volume"), "bs=1M", "conv=notrunc", "status=none")
+	body := scrapeAll(t, st.Mount.Metrics)
+	for _, want := range []string{`lockstep_array_state{array="lockstep",state="OPTIMAL"} 1`,
+		`lockstep_member_state{dir="` + dirs[2] + `",slot="2",state="ONLINE"} 1`,
+		`lockstep_member_errors_total{kind="checksum",slot="0"} 0`, `lockstep_request_duration_seconds_bucket{op="write"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if err := fg.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := fg.Wait(); err != nil {
+		t.Fatalf("mount after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "volume flushed and closed") {
+		t.Errorf("the log does not say the volume was flushed:\n%s", stderr.String())
+	}
+	if isMounted(mnt) {
+		t.Fatal("still mounted after SIGTERM")
+	}
+	// Every member holds the data: read each alone (the others moved away).
+	for i := range dirs {
+		mnt := e.mount([]string{dirs[i]})
+		if got := e.readVolume(mnt, 0, 6<<20); !bytes.Equal(got, want) {
+			t.Fatalf("member %d alone does not hold what was written before SIGTERM", i)
+		}
+		e.run("umount", mnt)
+	}
+}
+
+func TestUmountAfterTheDaemonDied(t *testing.T) {
+	e := newEnv(t)
+	dirs := e.create("raid1", 2, "8MiB")
+	mnt := e.mount(dirs)
+	st := e.status(mnt)
+	syscall.Kill(st.Mount.PID, syscall.SIGKILL)
+	waitExit(st.Mount.PID)
+	if !isMounted(mnt) {
+		t.Fatal("the mount vanished with its daemon; this test needs it left behind")
+	}
+	out := e.run("umount", mnt)
+	if !strings.Contains(out, "its daemon was gone") || isMounted(mnt) {
+		t.Fatalf("umount of an orphan mount: %q, mounted %v", out, isMounted(mnt))
+	}
+	// The array mounts again (the members' locks died with the daemon).
+	e.mount(dirs)
+}
+
+// waitForMount polls until a mount started in the foreground answers.
+func (e *env) waitForMount(mnt string) control.Status {
+	e.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var st control.Status
+		out, err := e.try("status", "--json", mnt)
+		if err == nil && json.Unmarshal([]byte(out), &st) == nil {
+			return st
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the mount never answered: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling another process's start
+	}
+}
+
+// isMounted reports whether anything is mounted at dir.
+func isMounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func scrapeAll(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// An ordinary user mounts through fusermount3, and only that user controls
+// the mount: root's requests are refused by the peer-credential check.
+func TestOrdinaryUserMountsWithFusermount(t *testing.T) {
+	newEnv(t, "fusermount3")
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
+		t.Skip("needs /dev/fuse open to every user (mode 0666, as udev makes it; .ci/run sets it)")
+	}
+	const nobody = 65534
+	home, err := os.MkdirTemp("", "lockstep-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	if err := errors.Join(os.Chmod(home, 0o755), os.Chown(home, nobody, nobody)); err != nil {
+		t.Fatal(err)
+	}
+	as := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Dir = home
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LOCKSTEP_RUN_DIR=" + filepath.Join(home, "run")}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	mnt := filepath.Join(home, "mnt")
+	for _, args := range [][]string{
+		{binary, "create", "--layout", "raid1", "--size", "8MiB", "d0", "d1"},
+		{"mkdir", "mnt"},
+		{binary, "mount", "-d", "d0", "d1", "mnt"},
+	} {
+		if _, err := as(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			if _, err := as(binary, "umount", mnt); err != nil {
+				t.Error(err)
+				unix.Unmount(mnt, unix.MNT_DETACH)
+			}
+		}
+	})
+	if _, err := as("dd", "if=/dev/urandom", "of=mnt/volume", "bs=1M", "count=4", "conv=notrunc,fsync", "status=none"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := as(binary, "status", "mnt")
+	if err != nil || !strings.Contains(out, "OPTIMAL") {
+		t.Fatalf("status as the owner: %v\n%s", err, out)
+	}
+	// Root reaches the socket (file modes do not stop root) but is refused.
+	root := exec.Command(binary, "status", mnt)
+	root.Env = append(os.Environ(), "LOCKSTEP_RUN_DIR="+filepath.Join(home, "run"))
+	rootOut, err := root.CombinedOutput()
+	if err == nil || !strings.Contains(string(rootOut), "user 0 may not control this mount") {
+		t.Fatalf("status as root: %v %s, want a refusal", err, rootOut)
+	}
+	if _, err := as(binary, "umount", "mnt"); err != nil {
+		t.Fatal(err)
+	}
+	if isMounted(mnt) {
+		t.Fatal("still mounted after umount")
+	}
 }
