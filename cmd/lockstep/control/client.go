@@ -26,11 +26,14 @@ func Call(mountpoint string, r Request, result any, timeout time.Duration) error
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
-	if err := json.NewEncoder(c).Encode(r); err != nil {
-		return fmt.Errorf("send %s request to %s: %w", r.Cmd, canon, err)
-	}
+	// A mount that refuses the caller answers at once, without reading the
+	// request: its answer is worth reading even if sending failed.
+	sendErr := json.NewEncoder(c).Encode(r)
 	var resp Response
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		if sendErr != nil {
+			return fmt.Errorf("send %s request to %s: %w", r.Cmd, canon, sendErr)
+		}
 		return fmt.Errorf("answer of the mount at %s to %s: %w", canon, r.Cmd, err)
 	}
 	if resp.Error != "" {
