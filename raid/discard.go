@@ -58,6 +58,10 @@ func (v *Volume) forget(first, last int64) error {
 	g := v.geo
 	for s0 := first; s0 < last; s0 += discardBatch {
 		s1 := min(s0+discardBatch, last)
+		regions := v.intent.regionsOf(s0, s1-1)
+		if err := v.intent.begin(regions); err != nil {
+			return err
+		}
 		unlocks := make([]func(), 0, s1-s0)
 		for s := s0; s < s1; s++ {
 			unlocks = append(unlocks, v.locks.lock(s, true))
@@ -70,6 +74,7 @@ func (v *Volume) forget(first, last int64) error {
 		for _, u := range unlocks {
 			u()
 		}
+		v.intent.end(regions)
 		ok := make([]bool, len(ios))
 		var errs []error
 		for slot, io := range ios {

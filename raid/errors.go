@@ -40,3 +40,6 @@ var (
 	// members to serve the data.
 	ErrQuorum = errors.New("would leave too few members to serve the data")
 )
+
+// ErrBadConsistency: an unknown crash-consistency policy.
+var ErrBadConsistency = errors.New("invalid consistency policy")

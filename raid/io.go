@@ -205,6 +205,13 @@ func (v *Volume) forStripes(p []byte, off int64, write bool) error {
 		j := &jobs[len(jobs)-1]
 		j.spans = append(j.spans, span{d: e.d, off: e.off, buf: p[e.pos : e.pos+e.n]})
 	}
+	if write {
+		regions := v.intent.regionsOf(jobs[0].s, jobs[len(jobs)-1].s)
+		if err := v.intent.begin(regions); err != nil {
+			return err
+		}
+		defer v.intent.end(regions)
+	}
 	unlocks := make([]func(), len(jobs))
 	for i, j := range jobs {
 		unlocks[i] = v.locks.lock(j.s, write)

@@ -36,6 +36,9 @@ type Options struct {
 	// NoMonitor turns the health monitor off (for tests that drive the
 	// policy by hand).
 	NoMonitor bool
+	// Consistency is the crash-consistency policy; empty means
+	// ConsistencyBitmap.
+	Consistency Consistency
 }
 
 // ReadPolicy says how reads choose among copies.
@@ -88,6 +91,7 @@ type Volume struct {
 	members []*member // by slot; nil where the member is missing
 	codec   reedsolomon.Encoder
 	locks   stripeLocks
+	intent  *intentLog
 	bufs    sync.Pool // chunk-sized, block-aligned buffers
 	log     *slog.Logger
 
@@ -149,6 +153,13 @@ func Open(dirs []string, o Options) (*Volume, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	switch o.Consistency {
+	case "":
+		o.Consistency = ConsistencyBitmap
+	case ConsistencyBitmap, ConsistencyResync:
+	default:
+		return nil, fmt.Errorf("%w: %q: use %s or %s", ErrBadConsistency, o.Consistency, ConsistencyBitmap, ConsistencyResync)
+	}
 	v := &Volume{
 		geo:        newGeometry(a.layout, a.base.Chunk, a.base.Size),
 		base:       a.base,
@@ -160,6 +171,7 @@ func Open(dirs []string, o Options) (*Volume, error) {
 		stop:       make(chan struct{}),
 		generation: a.base.Generation,
 	}
+	v.intent = newIntentLog(v, o.Consistency)
 	chunk := int(v.geo.chunk)
 	v.bufs.New = func() any { b := blockdev.AllocAligned(chunk); return &b }
 	if a.layout.Parity > 0 {
@@ -204,6 +216,14 @@ func Open(dirs []string, o Options) (*Volume, error) {
 			v.closeMembers()
 			return nil, err
 		}
+	}
+	unclean, err := v.wasUnclean()
+	if err == nil && unclean {
+		err = v.recoverUnclean(o.Consistency)
+	}
+	if err != nil {
+		v.closeMembers()
+		return nil, err
 	}
 	if !o.NoMonitor {
 		v.monitoring.Go(v.monitor)
@@ -385,8 +405,10 @@ func (v *Volume) admit(what string, n int, off int64) error {
 	return nil
 }
 
-// flush syncs every member that takes writes, with its counters.
+// flush syncs every member that takes writes, with its counters, then
+// lets the write-intent log forget the regions it made durable.
 func (v *Volume) flush() error {
+	epoch := v.intent.flushBegun()
 	errs := make([]error, len(v.members))
 	ok := make([]bool, len(v.members))
 	var wg sync.WaitGroup
@@ -416,6 +438,7 @@ func (v *Volume) flush() error {
 	if !v.geo.Survives(ok) {
 		return fmt.Errorf("%w: flush reached too few members: %w", ErrUnrecoverable, errors.Join(errs...))
 	}
+	v.intent.flushed(epoch)
 	return nil
 }
 
@@ -429,7 +452,11 @@ func (v *Volume) Close() error {
 	v.closed = true
 	close(v.stop)
 	v.monitoring.Wait()
-	return errors.Join(v.flush(), v.closeMembers())
+	err := v.flush()
+	if err == nil {
+		err = v.markClean()
+	}
+	return errors.Join(err, v.closeMembers())
 }
 
 func (v *Volume) closeMembers() error {

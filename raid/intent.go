@@ -1,0 +1,250 @@
+package raid
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Consistency is how a volume keeps its copies and parity in agreement
+// across a crash (DESIGN.md "Consistency").
+type Consistency string
+
+// Consistency policies, by md's names.
+const (
+	// ConsistencyResync records nothing while writing; after an unclean
+	// shutdown it re-checks every stripe of the volume.
+	ConsistencyResync Consistency = "resync"
+	// ConsistencyBitmap records each region durably before writing to it
+	// (a write-intent log) and clears it lazily once its writes are
+	// flushed; after an unclean shutdown it re-checks only those regions.
+	ConsistencyBitmap Consistency = "bitmap"
+)
+
+// regionBytes is about how much volume data one write-intent region covers:
+// small enough that a resync after a crash is short, large enough that a
+// sequential writer marks a new region (one synced metadata write on every
+// member) only every few MiB.
+const regionBytes = 4 << 20
+
+// Metadata keys of the write-intent log and the shutdown state.
+var (
+	prefixIntent = []byte("intent/")
+	keyState     = []byte("state")
+)
+
+// Values of keyState: a member whose state is not clean when it is opened
+// was in use when its array last stopped without closing.
+var (
+	stateOpen  = []byte("open")
+	stateClean = []byte("clean")
+)
+
+func intentKey(region int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixIntent...), uint64(region))
+}
+
+// intentLog is the write-intent log: the regions that may hold writes not
+// yet flushed, durable in every member that takes writes before any write
+// to them goes out.
+type intentLog struct {
+	v       *Volume
+	enabled bool  // the policy records intents (bitmap); resync does not
+	stripes int64 // stripes per region
+
+	mu      sync.Mutex
+	regions map[int64]*region // marked in the members' metadata
+	next    *markRound        // regions waiting to be marked, nil if none
+	marking bool              // a round is being committed
+	epoch   uint64            // flushes begun
+}
+
+// region is one marked region: the writes under way and the flush epoch of
+// the last write that began.
+type region struct {
+	inflight int
+	epoch    uint64
+}
+
+// markRound is one synced commit of new marks, which every writer that
+// needs a region in it waits for.
+type markRound struct {
+	regions map[int64]bool
+	done    chan struct{}
+	err     error
+}
+
+func newIntentLog(v *Volume, c Consistency) *intentLog {
+	return &intentLog{v: v, enabled: c == ConsistencyBitmap, stripes: max(1, regionBytes/v.geo.stripeData()),
+		regions: map[int64]*region{}}
+}
+
+// regionsOf lists the regions that stripes [first, last] fall in.
+func (l *intentLog) regionsOf(first, last int64) []int64 {
+	var out []int64
+	for r := first / l.stripes; r <= last/l.stripes; r++ {
+		out = append(out, r)
+	}
+	return out
+}
+
+// begin marks the regions durably (if they are not already) before a write
+// to them, and counts the write as under way until end.
+func (l *intentLog) begin(regions []int64) error {
+	if !l.enabled {
+		return nil
+	}
+	l.mu.Lock()
+	var round *markRound
+	for _, r := range regions {
+		if _, ok := l.regions[r]; ok {
+			continue
+		}
+		if l.next == nil {
+			l.next = &markRound{regions: map[int64]bool{}, done: make(chan struct{})}
+		}
+		l.next.regions[r] = true
+		round = l.next
+	}
+	if round != nil {
+		if !l.marking {
+			// No round is being committed: commit this one, and any that
+			// gathers meanwhile.
+			l.marking = true
+			for l.next != nil {
+				r := l.next
+				l.next = nil
+				l.mu.Unlock()
+				r.err = l.commit(r.regions)
+				l.mu.Lock()
+				if r.err == nil {
+					for reg := range r.regions {
+						l.regions[reg] = &region{}
+					}
+				}
+				close(r.done)
+			}
+			l.marking = false
+		} else {
+			l.mu.Unlock()
+			<-round.done
+			l.mu.Lock()
+		}
+		if round.err != nil {
+			l.mu.Unlock()
+			return round.err
+		}
+	}
+	for _, r := range regions {
+		reg := l.regions[r]
+		reg.inflight++
+		reg.epoch = l.epoch
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// end counts writes to the regions as done.
+func (l *intentLog) end(regions []int64) {
+	if !l.enabled {
+		return
+	}
+	l.mu.Lock()
+	for _, r := range regions {
+		l.regions[r].inflight--
+	}
+	l.mu.Unlock()
+}
+
+// commit marks regions in every member that takes writes, synced. It fails
+// only if too few members hold the marks for the array to find them after
+// a crash.
+func (l *intentLog) commit(regions map[int64]bool) error {
+	return l.v.eachWritable("mark write intents", func(m *member) error {
+		b := m.m.Meta.NewBatch()
+		for r := range regions {
+			b.Set(intentKey(r), nil)
+		}
+		return b.Commit(true)
+	})
+}
+
+// flushBegun starts a flush epoch and returns it.
+func (l *intentLog) flushBegun() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.epoch++
+	return l.epoch
+}
+
+// flushed clears, lazily, the regions whose writes the flush of epoch e
+// made durable and that saw no write since the flush before it: a region
+// written on and off keeps its mark rather than paying a synced mark again.
+func (l *intentLog) flushed(e uint64) {
+	if !l.enabled {
+		return
+	}
+	l.mu.Lock()
+	var idle []int64
+	for r, reg := range l.regions {
+		if reg.inflight == 0 && reg.epoch+1 < e {
+			idle = append(idle, r)
+		}
+	}
+	l.mu.Unlock()
+	if len(idle) == 0 {
+		return
+	}
+	// Unsynced: a mark that outlives a crash costs only a needless resync.
+	err := l.v.eachWritable("clear write intents", func(m *member) error {
+		b := m.m.Meta.NewBatch()
+		for _, r := range idle {
+			b.Delete(intentKey(r))
+		}
+		return b.Commit(false)
+	})
+	if err != nil {
+		l.v.log.Warn("write intents not cleared; they are resynced after a crash", "err", err)
+		return
+	}
+	l.mu.Lock()
+	for _, r := range idle {
+		if reg := l.regions[r]; reg != nil && reg.inflight == 0 && reg.epoch+1 < e {
+			delete(l.regions, r)
+		}
+	}
+	l.mu.Unlock()
+}
+
+// eachWritable runs fn on every open member that takes writes, in parallel.
+// Failures are counted as write errors against their members; the call
+// fails only if the members that succeeded are too few to serve the data.
+func (v *Volume) eachWritable(what string, fn func(m *member) error) error {
+	errs := make([]error, len(v.members))
+	ok := make([]bool, len(v.members))
+	parallel(len(v.members), func(slot int) {
+		m := v.members[slot]
+		if m == nil || !m.writable.Load() {
+			return
+		}
+		m.mu.RLock()
+		defer m.mu.RUnlock()
+		if m.closed.Load() {
+			return
+		}
+		if errs[slot] = fn(m); errs[slot] == nil {
+			ok[slot] = true
+		}
+	})
+	for slot, err := range errs {
+		if err != nil {
+			v.members[slot].ctr.write.Add(1)
+			v.log.Warn(what+" failed on a member", "slot", slot, "err", err)
+		}
+	}
+	if !v.geo.Survives(ok) {
+		return fmt.Errorf("%w: %s reached too few members: %w", ErrUnrecoverable, what, errors.Join(errs...))
+	}
+	return nil
+}
