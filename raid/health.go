@@ -128,16 +128,18 @@ func eventKey(e Event, seq uint32) []byte {
 
 // Status is the volume's state as it runs.
 type Status struct {
-	Array      string         `json:"array"`
-	ArrayUUID  string         `json:"array_uuid"`
-	Layout     string         `json:"layout"`
-	Size       int64          `json:"size"`
-	Chunk      int64          `json:"chunk"`
-	State      string         `json:"state"` // OPTIMAL, DEGRADED, REBUILDING, SUSPENDED
-	Generation uint64         `json:"generation"`
-	ReadPolicy string         `json:"read_policy"`
-	Policy     PolicyConfig   `json:"policy"`
-	Members    []MemberStatus `json:"members"`
+	Array      string `json:"array"`
+	ArrayUUID  string `json:"array_uuid"`
+	Layout     string `json:"layout"`
+	Size       int64  `json:"size"`
+	Chunk      int64  `json:"chunk"`
+	State      string `json:"state"` // OPTIMAL, DEGRADED, REBUILDING, SUSPENDED
+	Generation uint64 `json:"generation"`
+	ReadPolicy string `json:"read_policy"`
+	// Consistency is the crash-consistency policy.
+	Consistency string         `json:"consistency"`
+	Policy      PolicyConfig   `json:"policy"`
+	Members     []MemberStatus `json:"members"`
 }
 
 // MemberStatus is one slot of a Status.
@@ -161,7 +163,7 @@ func (v *Volume) Status() Status {
 	defer v.pmu.Unlock()
 	now := v.now()
 	st := Status{Array: v.base.ArrayName, ArrayUUID: v.base.ArrayUUID, Layout: v.geo.Name, Size: v.geo.size, Chunk: v.geo.chunk,
-		Generation: v.generation, ReadPolicy: string(v.readPolicy), Policy: v.policy.Config()}
+		Generation: v.generation, ReadPolicy: string(v.readPolicy), Consistency: string(v.consistency), Policy: v.policy.Config()}
 	degraded := false
 	for slot, m := range v.members {
 		ms := MemberStatus{Slot: slot, State: v.policy.State(slot).String()}

@@ -98,12 +98,13 @@ type Volume struct {
 	mu     sync.RWMutex // I/O holds it shared, Close exclusively
 	closed bool
 
-	now        func() time.Time
-	onEvent    func(Event)
-	readPolicy ReadPolicy
-	suspended  atomic.Bool
-	stop       chan struct{}  // closed by Close: stops the monitor
-	monitoring sync.WaitGroup // the monitor loop (not its probes: a hung probe must not hang Close)
+	now         func() time.Time
+	onEvent     func(Event)
+	readPolicy  ReadPolicy
+	consistency Consistency
+	suspended   atomic.Bool
+	stop        chan struct{}  // closed by Close: stops the monitor
+	monitoring  sync.WaitGroup // the monitor loop (not its probes: a hung probe must not hang Close)
 
 	pmu        sync.Mutex // guards the fields below
 	policy     *Policy
@@ -161,15 +162,16 @@ func Open(dirs []string, o Options) (*Volume, error) {
 		return nil, fmt.Errorf("%w: %q: use %s or %s", ErrBadConsistency, o.Consistency, ConsistencyBitmap, ConsistencyResync)
 	}
 	v := &Volume{
-		geo:        newGeometry(a.layout, a.base.Chunk, a.base.Size),
-		base:       a.base,
-		members:    make([]*member, a.layout.Members),
-		log:        log,
-		now:        o.Now,
-		onEvent:    o.OnEvent,
-		readPolicy: o.ReadPolicy,
-		stop:       make(chan struct{}),
-		generation: a.base.Generation,
+		geo:         newGeometry(a.layout, a.base.Chunk, a.base.Size),
+		base:        a.base,
+		members:     make([]*member, a.layout.Members),
+		log:         log,
+		now:         o.Now,
+		onEvent:     o.OnEvent,
+		readPolicy:  o.ReadPolicy,
+		consistency: o.Consistency,
+		stop:        make(chan struct{}),
+		generation:  a.base.Generation,
 	}
 	v.intent = newIntentLog(v, o.Consistency)
 	chunk := int(v.geo.chunk)

@@ -512,8 +512,10 @@ func TestSignalFlushesAndUnmounts(t *testing.T) {
 
 func TestUmountAfterTheDaemonDied(t *testing.T) {
 	e := newEnv(t)
-	dirs := e.create("raid1", 2, "8MiB")
+	dirs := e.create("raid5", 3, "16MiB")
 	mnt := e.mount(dirs)
+	src, want := e.pattern("pattern", 6<<20, 5)
+	e.tool("dd", "if="+src, "of="+filepath.Join(mnt, "volume"), "bs=1M", "conv=notrunc,fsync", "status=none")
 	st := e.status(mnt)
 	syscall.Kill(st.Mount.PID, syscall.SIGKILL)
 	waitExit(st.Mount.PID)
@@ -524,8 +526,16 @@ func TestUmountAfterTheDaemonDied(t *testing.T) {
 	if !strings.Contains(out, "its daemon was gone") || isMounted(mnt) {
 		t.Fatalf("umount of an orphan mount: %q, mounted %v", out, isMounted(mnt))
 	}
-	// The array mounts again (the members' locks died with the daemon).
-	e.mount(dirs)
+	// The array mounts again (the members' locks died with the daemon),
+	// resyncs what the crash may have left in disagreement, and holds
+	// what was flushed.
+	mnt = e.mount(dirs)
+	if ev := e.run("events", mnt); !strings.Contains(ev, "array recover: unclean shutdown: resynced") {
+		t.Errorf("no recovery event after the crash:\n%s", ev)
+	}
+	if got := e.readVolume(mnt, 0, 6<<20); !bytes.Equal(got, want) {
+		t.Fatal("after the crash and recovery, what was flushed differs")
+	}
 }
 
 // waitForMount polls until a mount started in the foreground answers.

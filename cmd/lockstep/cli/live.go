@@ -132,8 +132,8 @@ func printLiveStatus(w io.Writer, st control.Status) {
 	fmt.Fprintf(w, " layout: %s, chunk %s\n", lay, raid.FormatSize(a.Chunk))
 	fmt.Fprintf(w, "   size: %s (%d bytes)\n", raid.FormatSize(a.Size), a.Size)
 	fmt.Fprintf(w, "  mount: %s/volume (pid %d, since %s)\n", st.Mount.Mountpoint, st.Mount.PID, st.Mount.Since.Format(time.RFC3339))
-	fmt.Fprintf(w, " policy: read %s, failure level %d, health timeout %s, auto-failover %s\n",
-		a.ReadPolicy, p.FailureLevel, p.HealthTimeout, auto)
+	fmt.Fprintf(w, " policy: read %s, failure level %d, health timeout %s, auto-failover %s, consistency %s\n",
+		a.ReadPolicy, p.FailureLevel, p.HealthTimeout, auto, a.Consistency)
 	fmt.Fprintf(w, "   gen.: %d\n\n", a.Generation)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tSTATE\tREAD\tWRITE\tCKSUM\tREPAIRED\tSLOW\tDIR")

@@ -70,7 +70,7 @@ found from MOUNTPOINT.`,
 	fl.IntVar(&f.failureLevel, "failure-level", def.FailureLevel, "which conditions fence a member, 0 (never automatically) to 5 (also when slow)")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", def.HealthTimeout, "a member that does not answer a probe for this long is unresponsive")
 	fl.BoolVar(&f.autoFailover, "auto-failover", def.AutoFailover, "fail over to a spare at once; without it a fenced member waits for lockstep failover approve")
-	fl.StringVar(&f.consistency, "consistency", "", "crash recovery: resync, bitmap or journal (default journal for parity layouts, bitmap for mirrors)")
+	fl.StringVar(&f.consistency, "consistency", string(raid.ConsistencyBitmap), "crash recovery: bitmap (resync the regions marked before writing) or resync (the whole volume)")
 	fl.StringVar(&f.rebuildRate, "rebuild-rate", "32MiB:0", "rebuild and scrub rate MIN:MAX per second (MAX 0: unlimited)")
 	fl.BoolVar(&f.writeback, "writeback-cache", false, "let the kernel cache buffered writes until fsync (faster buffered writes; data is durable only at fsync, as on a disk)")
 	fl.BoolVar(&f.direct, "direct-io", true, "open the members' data files with O_DIRECT, bypassing the page cache")
@@ -98,10 +98,12 @@ func (f mountFlags) config(args []string) (daemon.Config, error) {
 	if rp != raid.ReadFast && rp != raid.ReadVote {
 		return cfg, fmt.Errorf("--read-policy %q: use fast or vote", f.readPolicy)
 	}
-	switch f.consistency {
-	case "", "resync", "bitmap", "journal":
+	switch raid.Consistency(f.consistency) {
+	case raid.ConsistencyBitmap, raid.ConsistencyResync:
+	case "journal":
+		return cfg, errors.New("--consistency journal: not available yet; use bitmap (the default) or resync")
 	default:
-		return cfg, fmt.Errorf("--consistency %q: use resync, bitmap or journal", f.consistency)
+		return cfg, fmt.Errorf("--consistency %q: use bitmap or resync", f.consistency)
 	}
 	if _, _, err := parseRate(f.rebuildRate); err != nil {
 		return cfg, fmt.Errorf("--rebuild-rate %q: %w", f.rebuildRate, err)
@@ -119,19 +121,16 @@ func (f mountFlags) config(args []string) (daemon.Config, error) {
 	if fi, err := os.Stat(mountpoint); err != nil || !fi.IsDir() {
 		return cfg, fmt.Errorf("mount point %s is not a directory: create it (mkdir %s) or check the path", mountpoint, mountpoint)
 	}
-	consistency := f.consistency
-	if consistency == "" {
-		consistency = "default"
-	}
 	cfg = daemon.Config{
 		Dirs:       dirs,
 		Mountpoint: mountpoint,
-		Settings: map[string]string{"consistency": consistency, "rebuild_rate": f.rebuildRate,
+		Settings: map[string]string{"rebuild_rate": f.rebuildRate,
 			"writeback_cache": strconv.FormatBool(f.writeback), "direct_io": strconv.FormatBool(f.direct)},
 		Metrics: f.metrics,
 		Logger:  newLogger(os.Stderr, f.logFormat, level),
 	}
 	cfg.Volume.Policy, cfg.Volume.ReadPolicy, cfg.Volume.Direct = pol, rp, f.direct
+	cfg.Volume.Consistency = raid.Consistency(f.consistency)
 	cfg.Mount.WritebackCache, cfg.Mount.AllowOther, cfg.Mount.Debug = f.writeback, f.allowOther, f.debugFUSE
 	return cfg, nil
 }
