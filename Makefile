@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/lockstep
 DEMO    := demo
 
-.PHONY: all build deps test bench lint fuzz demo demo-stop clean
+.PHONY: all build deps test soak bench lint fuzz demo demo-stop clean
 
 all: build
 
@@ -33,6 +33,13 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+## soak: the crash harness at length (LOCKSTEP_CRASH_ITERATIONS crashes per
+## layout, 200 unless set), then its tally
+soak:
+	@mkdir -p bin
+	@LOCKSTEP_CRASH_ITERATIONS=$${LOCKSTEP_CRASH_ITERATIONS:-200} $(GO) test -count=1 -timeout 120m -run '^TestCrashRecovery$$' -v ./raid/ > bin/soak.txt 2>&1; \
+	status=$$?; grep -E -- '--- (PASS|FAIL)|^(ok|FAIL|panic)|tally|crash_test.go:[0-9]+: iteration' bin/soak.txt; exit $$status
 
 ## bench: benchmarks over file-backed members in $TMPDIR, each figure beside
 ## its baseline from the same run (medians of interleaved rounds); read

@@ -109,13 +109,18 @@ func BenchmarkIO(b *testing.B) {
 	}
 }
 
-// fill writes the whole target once so that reads hit real data.
-func fill(b *testing.B, t rw) {
+// fill writes the first size bytes of a target once so that reads hit real
+// data (size defaults to benchSize).
+func fill(b *testing.B, t rw, size ...int64) {
+	n := int64(benchSize)
+	if len(size) > 0 {
+		n = size[0]
+	}
 	p := blockdev.AllocAligned(1 << 20)
 	for i := range p {
 		p[i] = byte(i)
 	}
-	for off := int64(0); off < benchSize; off += int64(len(p)) {
+	for off := int64(0); off < n; off += int64(len(p)) {
 		if _, err := t.WriteAt(p, off); err != nil {
 			b.Fatal(err)
 		}

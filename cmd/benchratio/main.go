@@ -4,9 +4,10 @@
 //
 // Benchmarks are grouped by name: in "BenchmarkIO/seqwrite-1M/raid6-6" the
 // last element is the target and the rest the family. A throughput family's
-// baseline is its target named "raw" (or, for an "engine" family, the same
-// target in the "bare" family); a latency family's (p50-ms, p99-ms) is its
-// target named "healthy". Figures are medians over repeated runs (-count,
+// baseline is its target named "raw" or "none" (or, for an "engine" family,
+// the same target in the "bare" family); a latency family's (p50-ms,
+// p99-ms) is its target named "healthy"; a recovery family's (recovery-s)
+// its target named "clean". Figures are medians over repeated runs (-count,
 // or sub-benchmarks run again, which Go names with a #01 suffix). A
 // benchmark that reports a "limit-factor" metric (the share of raw
 // bandwidth its layout can use) also gets the ratio to that limit.
@@ -92,8 +93,11 @@ func run(in io.Reader, out io.Writer) error {
 		family, target := n[:i], n[i+1:]
 		r := results[n]
 		switch {
-		case len(r["MB/s"]) > 0 && target != "raw" && !strings.HasSuffix(family, "/bare") && len(r["p50-ms"]) == 0:
+		case len(r["MB/s"]) > 0 && target != "raw" && target != "none" && !strings.HasSuffix(family, "/bare") && len(r["p50-ms"]) == 0:
 			base := results[family+"/raw"]
+			if base == nil {
+				base = results[family+"/none"]
+			}
 			if base == nil {
 				base = results[strings.Replace(family, "/engine", "/bare", 1)+"/"+target]
 			}
@@ -112,6 +116,13 @@ func run(in io.Reader, out io.Writer) error {
 				limit = fmt.Sprintf("%9.2f", mb/(b*median(f)))
 			}
 			fmt.Fprintf(out, "%-44s %10.0f %10.0f %8.2f %9s\n", n, mb, b, mb/b, limit)
+		case len(r["recovery-s"]) > 0 && target != "clean":
+			base := results[family+"/clean"]
+			if base == nil {
+				continue
+			}
+			fmt.Fprintf(out, "%-44s %.3f s (clean open %.3f s)\n", n, median(r["recovery-s"]), median(base["recovery-s"]))
+			printed++
 		case len(r["p50-ms"]) > 0 && target != "healthy":
 			base := results[family+"/healthy"]
 			if base == nil {
