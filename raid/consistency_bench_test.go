@@ -46,10 +46,9 @@ func BenchmarkConsistency(b *testing.B) {
 		seq  bool
 	}{{"seqwrite-1M", 1 << 20, true}, {"randwrite-4K", 4 << 10, false}} {
 		for round := range benchRounds {
-			for k, policy := range []raid.Consistency{raid.ConsistencyResync, raid.ConsistencyBitmap} {
-				if (k+round)%2 == 1 {
-					policy = []raid.Consistency{raid.ConsistencyBitmap, raid.ConsistencyResync}[k]
-				}
+			policies := []raid.Consistency{raid.ConsistencyResync, raid.ConsistencyBitmap}
+			for k := range policies {
+				policy := policies[(k+round)%len(policies)]
 				name := map[raid.Consistency]string{raid.ConsistencyResync: "none", raid.ConsistencyBitmap: "bitmap"}[policy]
 				b.Run(w.name+"/"+name, func(b *testing.B) {
 					v := open(policy)

@@ -96,6 +96,25 @@ func (l *intentLog) begin(regions []int64) error {
 		return nil
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	// A region marked for us may be cleared by a flush before we count
+	// ourselves in it: go round until every one is marked with l.mu held.
+	for round := l.queue(regions); round != nil; round = l.queue(regions) {
+		if err := l.await(round); err != nil {
+			return err
+		}
+	}
+	for _, r := range regions {
+		reg := l.regions[r]
+		reg.inflight++
+		reg.epoch = l.epoch
+	}
+	return nil
+}
+
+// queue adds the regions not yet marked to the next round and returns it,
+// or nil if every region is marked. l.mu is held.
+func (l *intentLog) queue(regions []int64) *markRound {
 	var round *markRound
 	for _, r := range regions {
 		if _, ok := l.regions[r]; ok {
@@ -107,42 +126,37 @@ func (l *intentLog) begin(regions []int64) error {
 		l.next.regions[r] = true
 		round = l.next
 	}
-	if round != nil {
-		if !l.marking {
-			// No round is being committed: commit this one, and any that
-			// gathers meanwhile.
-			l.marking = true
-			for l.next != nil {
-				r := l.next
-				l.next = nil
-				l.mu.Unlock()
-				r.err = l.commit(r.regions)
-				l.mu.Lock()
-				if r.err == nil {
-					for reg := range r.regions {
-						l.regions[reg] = &region{}
-					}
+	return round
+}
+
+// await waits until round is committed: it commits it itself, with any
+// round that gathers meanwhile, if no other writer is committing. l.mu is
+// held, and released while waiting.
+func (l *intentLog) await(round *markRound) error {
+	if l.marking {
+		l.mu.Unlock()
+		<-round.done
+		l.mu.Lock()
+		return round.err
+	}
+	l.marking = true
+	for l.next != nil {
+		r := l.next
+		l.next = nil
+		l.mu.Unlock()
+		r.err = l.commit(r.regions)
+		l.mu.Lock()
+		if r.err == nil {
+			for reg := range r.regions {
+				if l.regions[reg] == nil {
+					l.regions[reg] = &region{epoch: l.epoch}
 				}
-				close(r.done)
 			}
-			l.marking = false
-		} else {
-			l.mu.Unlock()
-			<-round.done
-			l.mu.Lock()
 		}
-		if round.err != nil {
-			l.mu.Unlock()
-			return round.err
-		}
+		close(r.done)
 	}
-	for _, r := range regions {
-		reg := l.regions[r]
-		reg.inflight++
-		reg.epoch = l.epoch
-	}
-	l.mu.Unlock()
-	return nil
+	l.marking = false
+	return round.err
 }
 
 // end counts writes to the regions as done.
