@@ -44,11 +44,14 @@ soak:
 ## bench: benchmarks over file-backed members in $TMPDIR, each figure beside
 ## its baseline from the same run (medians of interleaved rounds); read
 ## latency with a slow member over a fixed 2000 reads, beside the healthy run;
-## then fio through the mount beside a FUSE passthrough of a plain file
+## the write-intent log's cost and the time to recover a 2 GiB volume after a
+## crash; then fio through the mount beside a FUSE passthrough of a plain file
 bench: deps
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench 'Benchmark(IO|Encode)' -benchtime 1s -timeout 60m ./raid/ | tee bin/bench.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkSlowMember' -benchtime 2000x -timeout 20m ./raid/ | tee -a bin/bench.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkConsistency' -benchtime 1s -timeout 20m ./raid/ | tee -a bin/bench.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkRecovery' -benchtime 3x -timeout 20m ./raid/ | tee -a bin/bench.txt
 	@echo
 	$(GO) run ./cmd/benchratio < bin/bench.txt
 	@echo
