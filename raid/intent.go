@@ -76,7 +76,7 @@ type markRound struct {
 }
 
 func newIntentLog(v *Volume, c Consistency) *intentLog {
-	return &intentLog{v: v, enabled: c == ConsistencyBitmap, stripes: max(1, regionBytes/v.geo.stripeData()),
+	return &intentLog{v: v, enabled: c != ConsistencyResync, stripes: max(1, regionBytes/v.geo.stripeData()),
 		regions: map[int64]*region{}}
 }
 

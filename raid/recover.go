@@ -47,12 +47,14 @@ func (v *Volume) wasUnclean() (bool, error) {
 func (v *Volume) markClean() error {
 	return v.eachWritable("mark the array clean", func(m *member) error {
 		b := m.m.Meta.NewBatch()
-		err := m.m.Meta.Scan(prefixIntent, func(k, _ []byte) error {
-			b.Delete(append([]byte(nil), k...))
-			return nil
-		})
-		if err != nil {
-			return err
+		for _, prefix := range [][]byte{prefixIntent, prefixJournal} {
+			err := m.m.Meta.Scan(prefix, func(k, _ []byte) error {
+				b.Delete(append([]byte(nil), k...))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
 		}
 		b.Set(keyState, stateClean)
 		return b.Commit(true)
@@ -64,8 +66,12 @@ func (v *Volume) markClean() error {
 // volume (resync). It records an event saying what it did.
 func (v *Volume) recoverUnclean(c Consistency) error {
 	start := time.Now()
+	replayed, err := v.journal.replay()
+	if err != nil {
+		return err
+	}
 	var regions []int64
-	if c == ConsistencyBitmap {
+	if c != ConsistencyResync {
 		marked := map[int64]bool{}
 		for _, m := range v.members {
 			if m == nil {
@@ -109,10 +115,11 @@ func (v *Volume) recoverUnclean(c Consistency) error {
 		return fmt.Errorf("flush after resync: %w", err)
 	}
 	took := time.Since(start)
-	what := fmt.Sprintf("unclean shutdown: resynced %d region(s) of up to %s (%s policy): %d stripe(s) made to agree, %d left as they were for lack of members, in %s",
-		len(regions), FormatSize(v.intent.stripes*v.geo.stripeData()), c, fixed, skipped, took.Round(time.Millisecond))
-	v.log.Warn("recovered from an unclean shutdown", "regions", len(regions), "stripes_fixed", fixed, "stripes_skipped", skipped,
-		"policy", string(c), "took", took)
+	v.journal.flushed(v.journal.flushBegun())
+	what := fmt.Sprintf("unclean shutdown: replayed %d journal entries, resynced %d region(s) of up to %s (%s policy): %d stripe(s) made to agree, %d left as they were for lack of members, in %s",
+		replayed, len(regions), FormatSize(v.intent.stripes*v.geo.stripeData()), c, fixed, skipped, took.Round(time.Millisecond))
+	v.log.Warn("recovered from an unclean shutdown", "journal_entries", replayed, "regions", len(regions), "stripes_fixed", fixed,
+		"stripes_skipped", skipped, "policy", string(c), "took", took)
 	return v.record(Event{Time: v.now(), Slot: -1, Kind: "recover", Reason: what}, false)
 }
 
@@ -250,8 +257,8 @@ func (v *Volume) resyncParity(s int64, data [][]byte, sums [][]uint32) (bool, er
 	return changed, nil
 }
 
-// rewrite writes one block to a member through its checksum layer, which
-// records the block's checksum.
+// rewrite writes blocks (at most a chunk) to a member through its checksum
+// layer, which records their checksums.
 func (v *Volume) rewrite(slot int, off int64, block []byte) error {
 	m := v.members[slot]
 	m.mu.RLock()
@@ -259,7 +266,7 @@ func (v *Volume) rewrite(slot int, off int64, block []byte) error {
 	if m.closed.Load() {
 		return errMissing
 	}
-	buf := v.getBuf(bs)
+	buf := v.getBuf(int64(len(block)))
 	defer v.putBuf(buf)
 	copy(buf, block)
 	if _, err := m.dev.WriteAt(buf, off); err != nil {

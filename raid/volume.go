@@ -37,7 +37,9 @@ type Options struct {
 	// policy by hand).
 	NoMonitor bool
 	// Consistency is the crash-consistency policy; empty means
-	// ConsistencyBitmap.
+	// ConsistencyJournal for parity layouts (the only policy that closes
+	// the write hole when a crash finds the array degraded) and
+	// ConsistencyBitmap for the others.
 	Consistency Consistency
 }
 
@@ -92,6 +94,7 @@ type Volume struct {
 	codec   reedsolomon.Encoder
 	locks   stripeLocks
 	intent  *intentLog
+	journal *journal
 	bufs    sync.Pool // chunk-sized, block-aligned buffers
 	log     *slog.Logger
 
@@ -157,9 +160,12 @@ func Open(dirs []string, o Options) (*Volume, error) {
 	switch o.Consistency {
 	case "":
 		o.Consistency = ConsistencyBitmap
-	case ConsistencyBitmap, ConsistencyResync:
+		if a.layout.Parity > 0 {
+			o.Consistency = ConsistencyJournal
+		}
+	case ConsistencyBitmap, ConsistencyResync, ConsistencyJournal:
 	default:
-		return nil, fmt.Errorf("%w: %q: use %s or %s", ErrBadConsistency, o.Consistency, ConsistencyBitmap, ConsistencyResync)
+		return nil, fmt.Errorf("%w: %q: use %s, %s or %s", ErrBadConsistency, o.Consistency, ConsistencyJournal, ConsistencyBitmap, ConsistencyResync)
 	}
 	v := &Volume{
 		geo:         newGeometry(a.layout, a.base.Chunk, a.base.Size),
@@ -174,6 +180,7 @@ func Open(dirs []string, o Options) (*Volume, error) {
 		generation:  a.base.Generation,
 	}
 	v.intent = newIntentLog(v, o.Consistency)
+	v.journal = newJournal(v, o.Consistency)
 	chunk := int(v.geo.chunk)
 	v.bufs.New = func() any { b := blockdev.AllocAligned(chunk); return &b }
 	if a.layout.Parity > 0 {
@@ -411,6 +418,7 @@ func (v *Volume) admit(what string, n int, off int64) error {
 // lets the write-intent log forget the regions it made durable.
 func (v *Volume) flush() error {
 	epoch := v.intent.flushBegun()
+	journaled := v.journal.flushBegun()
 	errs := make([]error, len(v.members))
 	ok := make([]bool, len(v.members))
 	var wg sync.WaitGroup
@@ -441,6 +449,7 @@ func (v *Volume) flush() error {
 		return fmt.Errorf("%w: flush reached too few members: %w", ErrUnrecoverable, errors.Join(errs...))
 	}
 	v.intent.flushed(epoch)
+	v.journal.flushed(journaled)
 	return nil
 }
 

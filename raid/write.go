@@ -21,9 +21,22 @@ func (v *Volume) writeJobs(jobs []job) error {
 	plans := make([]stripeWrite, len(jobs))
 	errs := make([]error, len(jobs))
 	parallel(len(jobs), func(i int) { plans[i], errs[i] = v.planWrite(jobs[i].s, jobs[i].spans) })
-	var all []memIO
+	var all, logged []memIO
 	for i := range plans {
 		all = append(all, plans[i].ios...)
+		if errs[i] == nil && v.journal.needs(plans[i]) {
+			logged = append(logged, plans[i].ios...)
+		}
+	}
+	if len(logged) > 0 {
+		seq, err := v.journal.log(logged)
+		if err != nil {
+			for _, p := range plans {
+				p.release()
+			}
+			return err
+		}
+		defer v.journal.done(seq)
 	}
 	v.do(all, true)
 	at := 0
