@@ -36,7 +36,7 @@ func consistencyArray(b *testing.B, size int64) ([]string, func(raid.Consistency
 // BenchmarkConsistency measures what the write-intent log costs: raid6
 // writes at queue depth 16 with a flush after every 64 MiB written (a
 // file system's commit interval, roughly), with no log (the resync policy,
-// the baseline, named "none") and with the bitmap. The workloads go round
+// the baseline, named "none"), with the bitmap and with the journal. The workloads go round
 // the policies benchRounds times, as in BenchmarkIO.
 func BenchmarkConsistency(b *testing.B) {
 	_, open := consistencyArray(b, benchSize)
@@ -46,10 +46,10 @@ func BenchmarkConsistency(b *testing.B) {
 		seq  bool
 	}{{"seqwrite-1M", 1 << 20, true}, {"randwrite-4K", 4 << 10, false}} {
 		for round := range benchRounds {
-			policies := []raid.Consistency{raid.ConsistencyResync, raid.ConsistencyBitmap}
+			policies := []raid.Consistency{raid.ConsistencyResync, raid.ConsistencyBitmap, raid.ConsistencyJournal}
 			for k := range policies {
 				policy := policies[(k+round)%len(policies)]
-				name := map[raid.Consistency]string{raid.ConsistencyResync: "none", raid.ConsistencyBitmap: "bitmap"}[policy]
+				name := map[raid.Consistency]string{raid.ConsistencyResync: "none", raid.ConsistencyBitmap: "bitmap", raid.ConsistencyJournal: "journal"}[policy]
 				b.Run(w.name+"/"+name, func(b *testing.B) {
 					v := open(policy)
 					defer v.Close()
@@ -84,8 +84,9 @@ func BenchmarkConsistency(b *testing.B) {
 }
 
 // BenchmarkRecovery times opening a 2 GiB raid6 volume after a crash in the
-// middle of random writes: the bitmap resyncs the regions they marked, the
-// resync policy the whole volume.
+// middle of random writes: the journal replays its entries and resyncs the
+// regions marked, the bitmap resyncs those regions, the resync policy the
+// whole volume.
 func BenchmarkRecovery(b *testing.B) {
 	const size = 2 << 30
 	_, open := consistencyArray(b, size)
@@ -95,7 +96,7 @@ func BenchmarkRecovery(b *testing.B) {
 		b.Fatal(err)
 	}
 	// "clean" is the baseline: an open after a clean close.
-	for _, policy := range []raid.Consistency{"clean", raid.ConsistencyBitmap, raid.ConsistencyResync} {
+	for _, policy := range []raid.Consistency{"clean", raid.ConsistencyJournal, raid.ConsistencyBitmap, raid.ConsistencyResync} {
 		b.Run(string(policy), func(b *testing.B) {
 			var took time.Duration
 			for range b.N {

@@ -70,7 +70,7 @@ found from MOUNTPOINT.`,
 	fl.IntVar(&f.failureLevel, "failure-level", def.FailureLevel, "which conditions fence a member, 0 (never automatically) to 5 (also when slow)")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", def.HealthTimeout, "a member that does not answer a probe for this long is unresponsive")
 	fl.BoolVar(&f.autoFailover, "auto-failover", def.AutoFailover, "fail over to a spare at once; without it a fenced member waits for lockstep failover approve")
-	fl.StringVar(&f.consistency, "consistency", string(raid.ConsistencyBitmap), "crash recovery: bitmap (resync the regions marked before writing) or resync (the whole volume)")
+	fl.StringVar(&f.consistency, "consistency", "", "crash recovery: journal (parity layouts' default: no write hole), bitmap (mirrors' default) or resync")
 	fl.StringVar(&f.rebuildRate, "rebuild-rate", "32MiB:0", "rebuild and scrub rate MIN:MAX per second (MAX 0: unlimited)")
 	fl.BoolVar(&f.writeback, "writeback-cache", false, "let the kernel cache buffered writes until fsync (faster buffered writes; data is durable only at fsync, as on a disk)")
 	fl.BoolVar(&f.direct, "direct-io", true, "open the members' data files with O_DIRECT, bypassing the page cache")
@@ -99,11 +99,9 @@ func (f mountFlags) config(args []string) (daemon.Config, error) {
 		return cfg, fmt.Errorf("--read-policy %q: use fast or vote", f.readPolicy)
 	}
 	switch raid.Consistency(f.consistency) {
-	case raid.ConsistencyBitmap, raid.ConsistencyResync:
-	case "journal":
-		return cfg, errors.New("--consistency journal: not available yet; use bitmap (the default) or resync")
+	case "", raid.ConsistencyJournal, raid.ConsistencyBitmap, raid.ConsistencyResync:
 	default:
-		return cfg, fmt.Errorf("--consistency %q: use bitmap or resync", f.consistency)
+		return cfg, fmt.Errorf("--consistency %q: use journal, bitmap or resync", f.consistency)
 	}
 	if _, _, err := parseRate(f.rebuildRate); err != nil {
 		return cfg, fmt.Errorf("--rebuild-rate %q: %w", f.rebuildRate, err)
