@@ -28,10 +28,12 @@ const (
 // member) only every few MiB.
 const regionBytes = 4 << 20
 
-// Metadata keys of the write-intent log and the shutdown state.
+// Metadata keys of the write-intent log, the regions ever written, and the
+// shutdown state.
 var (
-	prefixIntent = []byte("intent/")
-	keyState     = []byte("state")
+	prefixIntent  = []byte("intent/")
+	prefixWritten = []byte("written/")
+	keyState      = []byte("state")
 )
 
 // Values of keyState: a member whose state is not clean when it is opened
@@ -41,20 +43,38 @@ var (
 	stateClean = []byte("clean")
 )
 
-func intentKey(region int64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixIntent...), uint64(region))
+func intentKey(region int64) []byte { return regionKey(prefixIntent, region) }
+
+func writtenKey(region int64) []byte { return regionKey(prefixWritten, region) }
+
+func regionKey(prefix []byte, region int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), prefix...), uint64(region))
+}
+
+// scanRegions calls fn with each region recorded under prefix in a
+// member's metadata.
+func scanRegions(m *member, prefix []byte, fn func(region int64)) error {
+	return m.m.Meta.Scan(prefix, func(k, _ []byte) error {
+		if len(k) == len(prefix)+8 {
+			fn(int64(binary.BigEndian.Uint64(k[len(prefix):])))
+		}
+		return nil
+	})
 }
 
 // intentLog is the write-intent log: the regions that may hold writes not
 // yet flushed, durable in every member that takes writes before any write
-// to them goes out.
+// to them goes out. It also keeps, whatever the policy, the set of regions
+// ever written, marked the same way before a region's first write, which
+// is what a resync after a crash has to look at without the log.
 type intentLog struct {
 	v       *Volume
-	enabled bool  // the policy records intents (bitmap); resync does not
+	enabled bool  // the policy records intents (bitmap, journal); resync does not
 	stripes int64 // stripes per region
 
 	mu      sync.Mutex
-	regions map[int64]*region // marked in the members' metadata
+	written map[int64]bool    // regions ever written, marked in the members' metadata
+	regions map[int64]*region // intents marked in the members' metadata
 	next    *markRound        // regions waiting to be marked, nil if none
 	marking bool              // a round is being committed
 	epoch   uint64            // flushes begun
@@ -77,7 +97,31 @@ type markRound struct {
 
 func newIntentLog(v *Volume, c Consistency) *intentLog {
 	return &intentLog{v: v, enabled: c != ConsistencyResync, stripes: max(1, regionBytes/v.geo.stripeData()),
-		regions: map[int64]*region{}}
+		regions: map[int64]*region{}, written: map[int64]bool{}}
+}
+
+// load reads the regions ever written from the members.
+func (l *intentLog) load() error {
+	for _, m := range l.v.members {
+		if m == nil {
+			continue
+		}
+		if err := scanRegions(m, prefixWritten, func(r int64) { l.written[r] = true }); err != nil {
+			return fmt.Errorf("member %d written regions: %w", m.slot, err)
+		}
+	}
+	return nil
+}
+
+// writtenRegions lists the regions ever written.
+func (l *intentLog) writtenRegions() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]int64, 0, len(l.written))
+	for r := range l.written {
+		out = append(out, r)
+	}
+	return out
 }
 
 // regionsOf lists the regions that stripes [first, last] fall in.
@@ -92,9 +136,6 @@ func (l *intentLog) regionsOf(first, last int64) []int64 {
 // begin marks the regions durably (if they are not already) before a write
 // to them, and counts the write as under way until end.
 func (l *intentLog) begin(regions []int64) error {
-	if !l.enabled {
-		return nil
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// A region marked for us may be cleared by a flush before we count
@@ -103,6 +144,9 @@ func (l *intentLog) begin(regions []int64) error {
 		if err := l.await(round); err != nil {
 			return err
 		}
+	}
+	if !l.enabled {
+		return nil
 	}
 	for _, r := range regions {
 		reg := l.regions[r]
@@ -117,7 +161,7 @@ func (l *intentLog) begin(regions []int64) error {
 func (l *intentLog) queue(regions []int64) *markRound {
 	var round *markRound
 	for _, r := range regions {
-		if _, ok := l.regions[r]; ok {
+		if _, ok := l.regions[r]; (ok || !l.enabled) && l.written[r] {
 			continue
 		}
 		if l.next == nil {
@@ -148,7 +192,8 @@ func (l *intentLog) await(round *markRound) error {
 		l.mu.Lock()
 		if r.err == nil {
 			for reg := range r.regions {
-				if l.regions[reg] == nil {
+				l.written[reg] = true
+				if l.enabled && l.regions[reg] == nil {
 					l.regions[reg] = &region{epoch: l.epoch}
 				}
 			}
@@ -171,14 +216,17 @@ func (l *intentLog) end(regions []int64) {
 	l.mu.Unlock()
 }
 
-// commit marks regions in every member that takes writes, synced. It fails
-// only if too few members hold the marks for the array to find them after
-// a crash.
+// commit marks regions written (and their intents, if the policy keeps
+// them) in every member that takes writes, synced. It fails only if too few
+// members hold the marks for the array to find them after a crash.
 func (l *intentLog) commit(regions map[int64]bool) error {
 	return l.v.eachWritable("mark write intents", func(m *member) error {
 		b := m.m.Meta.NewBatch()
 		for r := range regions {
-			b.Set(intentKey(r), nil)
+			if l.enabled {
+				b.Set(intentKey(r), nil)
+			}
+			b.Set(writtenKey(r), nil)
 		}
 		return b.Commit(true)
 	})

@@ -1,6 +1,7 @@
 package raid_test
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -58,5 +59,48 @@ func TestIntentLogUnderWritesAndFlushes(t *testing.T) {
 		if e := <-ev; e.Kind == "recover" {
 			t.Fatalf("a clean close was followed by recovery: %s", e)
 		}
+	}
+}
+
+// TestRecoveryLooksOnlyWhereItMust: after a crash the resync policy checks
+// the regions ever written, and the bitmap only those with writes not yet
+// flushed (and idle for a flush interval).
+func TestRecoveryLooksOnlyWhereItMust(t *testing.T) {
+	// 16 KiB stripes: 4 MiB regions, four of them.
+	c := raid.Config{Layout: "raid5", Chunk: 8 << 10, Size: 16 << 20}
+	for _, g := range []struct {
+		policy raid.Consistency
+		want   string
+	}{
+		{raid.ConsistencyResync, "resynced 2 region(s)"},
+		{raid.ConsistencyBitmap, "resynced 1 region(s)"},
+		{raid.ConsistencyJournal, "replayed 1 journal entries, resynced 1 region(s)"},
+	} {
+		t.Run(string(g.policy), func(t *testing.T) {
+			ev := make(events, 10000)
+			a := raidtest.New(t, c, 3, raid.Options{Consistency: g.policy, OnEvent: ev.on})
+			model := make(raidtest.Model, c.Size)
+			write := func(off, n int64) {
+				raidtest.Fill(seeded(t), model[off:off+n])
+				if _, err := a.Vol.WriteAt(model[off:off+n], off); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write(0, 64<<10) // region 0, then flushed and idle long enough to be cleared
+			for range 3 {
+				if err := a.Vol.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write(9<<20+100, 5000) // region 2: a partial stripe, not flushed
+			a.Vol.Crash()
+			a.Vol = nil
+			a.Open(t, a.Dirs...)
+			e := ev.waitFor(t, "recover", -1)
+			if !strings.Contains(e.Reason, g.want) {
+				t.Fatalf("recovery: %q, want %q", e.Reason, g.want)
+			}
+			raidtest.Expect(t, a.Vol, model, 0, c.Size)
+		})
 	}
 }

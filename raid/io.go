@@ -356,8 +356,11 @@ func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 			bad  []bool
 		}
 		var tried []attempt
+		var missed []int // copies skipped: kept out of reads, or too slow
 		if ios[i].err != errMissing {
 			tried = append(tried, attempt{ios[i].slot, slices.Clone(bad)})
+		} else {
+			missed = append(missed, ios[i].slot)
 		}
 		first := ios[i].slot - sp.d*g.Copies // mirrors do not rotate: slot = shard
 		for k := 1; k < g.Copies && anyTrue(bad); k++ {
@@ -375,6 +378,30 @@ func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 				}
 			}
 			if !skipped {
+				tried = append(tried, attempt{slot, failed})
+			} else {
+				missed = append(missed, slot)
+			}
+		}
+		// No copy that takes reads could prove them: wait for the copies
+		// kept out of reads.
+		for _, slot := range missed {
+			if !anyTrue(bad) {
+				break
+			}
+			failed := make([]bool, len(bad))
+			read := false
+			for _, r := range runs(bad) {
+				io := []memIO{{slot: slot, off: s*g.chunk + sp.off + int64(r[0])*bs, buf: sp.buf[r[0]*bs : r[1]*bs], err: errMissing}}
+				v.lastResort(io)
+				read = read || io[0].err != errMissing
+				still := badBlocks(io[0].err, r[1]-r[0])
+				for b := r[0]; b < r[1]; b++ {
+					bad[b] = still != nil && still[b-r[0]]
+					failed[b] = bad[b]
+				}
+			}
+			if read {
 				tried = append(tried, attempt{slot, failed})
 			}
 		}

@@ -91,12 +91,14 @@ func (j *journal) flushed(done []uint64) {
 	if len(done) == 0 {
 		return
 	}
+	// Synced: an entry that outlived its drop would be replayed over
+	// writes flushed after it, putting older data back.
 	err := j.v.eachWritable("drop journal entries", func(m *member) error {
 		b := m.m.Meta.NewBatch()
 		for _, seq := range done {
 			b.Delete(journalKey(seq))
 		}
-		return b.Commit(false)
+		return b.Commit(true)
 	})
 	if err != nil {
 		j.v.log.Warn("journal entries not dropped; they are replayed after a crash", "err", err)

@@ -64,6 +64,37 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 	}
 	defer v.putBuf(owned...)
 	v.do(ios, false)
+	lost := 0
+	for i := range n {
+		if !aliased[i] || anyTrue(bad[i]) {
+			lost++
+		}
+	}
+	for _, io := range ios {
+		if io.err == nil {
+			lost--
+		}
+	}
+	if lost > g.Parity {
+		// Too few answered: wait for the members kept out of reads, for
+		// the shards read here and for the request's own chunks.
+		v.lastResort(ios)
+		for j, sp := range spans {
+			if !aliased[sp.d] || !skipped[sp.d] {
+				continue
+			}
+			again := []memIO{{slot: g.Slot(s, sp.d), off: s*g.chunk + lo, buf: shards[sp.d], err: errMissing}}
+			v.lastResort(again)
+			if again[0].err == errMissing {
+				continue
+			}
+			skipped[sp.d] = false
+			still := badBlocks(again[0].err, nb)
+			for b := range nb {
+				bads[j][(lo-sp.off)/bs+int64(b)] = still != nil && still[b]
+			}
+		}
+	}
 	for k, io := range ios {
 		bad[ioShard[k]] = badBlocks(io.err, nb)
 		skipped[ioShard[k]] = io.err == errMissing

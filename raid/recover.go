@@ -2,7 +2,6 @@ package raid
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -70,28 +69,19 @@ func (v *Volume) recoverUnclean(c Consistency) error {
 	if err != nil {
 		return err
 	}
-	var regions []int64
+	regions := v.intent.writtenRegions()
 	if c != ConsistencyResync {
 		marked := map[int64]bool{}
 		for _, m := range v.members {
 			if m == nil {
 				continue
 			}
-			err := m.m.Meta.Scan(prefixIntent, func(k, _ []byte) error {
-				if len(k) == len(prefixIntent)+8 {
-					marked[int64(binary.BigEndian.Uint64(k[len(prefixIntent):]))] = true
-				}
-				return nil
-			})
-			if err != nil {
+			if err := scanRegions(m, prefixIntent, func(r int64) { marked[r] = true }); err != nil {
 				return fmt.Errorf("member %d write intents: %w", m.slot, err)
 			}
 		}
+		regions = regions[:0]
 		for r := range marked {
-			regions = append(regions, r)
-		}
-	} else {
-		for r := int64(0); r*v.intent.stripes < v.geo.stripes; r++ {
 			regions = append(regions, r)
 		}
 	}

@@ -168,3 +168,24 @@ func (v *Volume) hedgedRead(m *member, bufs [][]byte, off int64) (answered bool,
 		return false, errMissing
 	}
 }
+
+// lastResort reads again, waiting for them, the I/Os that were skipped
+// (errMissing) because their member was kept out of reads — sitting out,
+// hedged around for being slow — although it is online. Callers use it when
+// the members that were read cannot prove the data: a slow answer beats a
+// failed read. Members that are fenced, offline or closed stay skipped.
+func (v *Volume) lastResort(ios []memIO) {
+	parallel(len(ios), func(i int) {
+		io := &ios[i]
+		m := v.members[io.slot]
+		if io.err != errMissing || m == nil || !m.writable.Load() {
+			return
+		}
+		m.mu.RLock()
+		defer m.mu.RUnlock()
+		if m.closed.Load() {
+			return
+		}
+		_, io.err = blockdev.ReadvAt(m.dev, [][]byte{io.buf}, io.off)
+	})
+}

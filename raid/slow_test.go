@@ -152,3 +152,28 @@ func TestWholeDiskStallIsNotHedgedAway(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowMemberIsWaitedForWhenTheOthersFail: a slow member is hedged
+// around, but when another member then fails, the reads its data is needed
+// for wait for it rather than fail.
+func TestSlowMemberIsWaitedForWhenTheOthersFail(t *testing.T) {
+	for _, g := range []struct {
+		layout  string
+		members int
+	}{{"raid5", 3}, {"raid1", 2}} {
+		t.Run(g.layout, func(t *testing.T) {
+			c := raid.Config{Layout: g.layout, Chunk: 16 << 10, Size: 1 << 20}
+			p := slowPolicy(0) // nothing is fenced: the failing member stays
+			p.SlowIOs.Count = 1 << 20
+			a, m := filled(t, c, g.members, raid.Options{Policy: p})
+			a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 100 * time.Millisecond})
+			rng := seeded(t)
+			for a.Vol.Status().Members[0].Counters.SlowIOs == 0 {
+				off := rng.Int64N(c.Size/bs) * bs
+				raidtest.Expect(t, a.Vol, m, off, bs)
+			}
+			a.Fault(1).Add(blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpRead})
+			raidtest.Expect(t, a.Vol, m, 0, c.Size)
+		})
+	}
+}

@@ -226,6 +226,10 @@ func Open(dirs []string, o Options) (*Volume, error) {
 			return nil, err
 		}
 	}
+	if err := v.intent.load(); err != nil {
+		v.closeMembers()
+		return nil, err
+	}
 	unclean, err := v.wasUnclean()
 	if err == nil && unclean {
 		err = v.recoverUnclean(o.Consistency)
