@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/lockstepfs/lockstep/blockdev"
 )
 
 // Consistency is how a volume keeps its copies and parity in agreement
@@ -220,15 +222,13 @@ func (l *intentLog) end(regions []int64) {
 // them) in every member that takes writes, synced. It fails only if too few
 // members hold the marks for the array to find them after a crash.
 func (l *intentLog) commit(regions map[int64]bool) error {
-	return l.v.eachWritable("mark write intents", func(m *member) error {
-		b := m.m.Meta.NewBatch()
+	return l.v.commitAll("mark write intents", true, func(b *blockdev.Batch) {
 		for r := range regions {
 			if l.enabled {
 				b.Set(intentKey(r), nil)
 			}
 			b.Set(writtenKey(r), nil)
 		}
-		return b.Commit(true)
 	})
 }
 
@@ -259,12 +259,10 @@ func (l *intentLog) flushed(e uint64) {
 		return
 	}
 	// Unsynced: a mark that outlives a crash costs only a needless resync.
-	err := l.v.eachWritable("clear write intents", func(m *member) error {
-		b := m.m.Meta.NewBatch()
+	err := l.v.commitAll("clear write intents", false, func(b *blockdev.Batch) {
 		for _, r := range idle {
 			b.Delete(intentKey(r))
 		}
-		return b.Commit(false)
 	})
 	if err != nil {
 		l.v.log.Warn("write intents not cleared; they are resynced after a crash", "err", err)
@@ -277,6 +275,16 @@ func (l *intentLog) flushed(e uint64) {
 		}
 	}
 	l.mu.Unlock()
+}
+
+// commitAll commits the same metadata batch, filled by fill, in every open
+// member that takes writes (synced if sync), as eachWritable does.
+func (v *Volume) commitAll(what string, sync bool, fill func(b *blockdev.Batch)) error {
+	return v.eachWritable(what, func(m *member) error {
+		b := m.m.Meta.NewBatch()
+		fill(b)
+		return b.Commit(sync)
+	})
 }
 
 // eachWritable runs fn on every open member that takes writes, in parallel.

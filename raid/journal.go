@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/lockstepfs/lockstep/blockdev"
 )
 
 // ConsistencyJournal logs every write that leaves a parity stripe open to
@@ -69,11 +71,7 @@ func (j *journal) log(ios []memIO) (uint64, error) {
 	seq := j.seq
 	j.mu.Unlock()
 	val := encodeEntry(ios)
-	err := j.v.eachWritable("journal a write", func(m *member) error {
-		b := m.m.Meta.NewBatch()
-		b.Set(journalKey(seq), val)
-		return b.Commit(true)
-	})
+	err := j.v.commitAll("journal a write", true, func(b *blockdev.Batch) { b.Set(journalKey(seq), val) })
 	return seq, err
 }
 
@@ -93,12 +91,10 @@ func (j *journal) flushed(done []uint64) {
 	}
 	// Synced: an entry that outlived its drop would be replayed over
 	// writes flushed after it, putting older data back.
-	err := j.v.eachWritable("drop journal entries", func(m *member) error {
-		b := m.m.Meta.NewBatch()
+	err := j.v.commitAll("drop journal entries", true, func(b *blockdev.Batch) {
 		for _, seq := range done {
 			b.Delete(journalKey(seq))
 		}
-		return b.Commit(true)
 	})
 	if err != nil {
 		j.v.log.Warn("journal entries not dropped; they are replayed after a crash", "err", err)

@@ -33,11 +33,7 @@ func (v *Volume) wasUnclean() (bool, error) {
 		}
 		unclean = unclean || (ok && !bytes.Equal(st, stateClean))
 	}
-	err := v.eachWritable("mark the array open", func(m *member) error {
-		b := m.m.Meta.NewBatch()
-		b.Set(keyState, stateOpen)
-		return b.Commit(true)
-	})
+	err := v.commitAll("mark the array open", true, func(b *blockdev.Batch) { b.Set(keyState, stateOpen) })
 	return unclean, err
 }
 
