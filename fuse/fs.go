@@ -186,7 +186,10 @@ func (f *fs) Writev(_ <-chan struct{}, in *gofuse.WriteIn, data [][]byte) (uint3
 		}
 	}
 	off, size := int64(in.Offset), f.b.Size()
-	if off >= size && len(p) > 0 {
+	if off >= size {
+		if len(p) == 0 {
+			return 0, gofuse.OK
+		}
 		return 0, gofuse.Status(syscall.ENOSPC)
 	}
 	p = p[:min(int64(len(p)), size-off)]
