@@ -34,18 +34,18 @@ type Config struct {
 
 // Daemon is a running mount.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
-	vol   *raid.Volume
-	mnt   *fuse.Mount
-	ctl   *control.Server
-	mtr   *metricsServer
-	info  control.MountInfo
-	gone  chan struct{} // closed once the mount has gone away, by whatever means
-	done  chan struct{} // closed once everything is closed
-	once  sync.Once
-	err   error // the outcome of stopping
-	umnts sync.Mutex
+	cfg      Config
+	log      *slog.Logger
+	vol      *raid.Volume
+	mnt      *fuse.Mount
+	ctl      *control.Server
+	mtr      *metricsServer
+	info     control.MountInfo
+	gone     chan struct{} // closed once the mount has gone away, by whatever means
+	done     chan struct{} // closed once everything is closed
+	once     sync.Once
+	err      error      // the outcome of stopping
+	umountMu sync.Mutex // one Umount at a time
 }
 
 // Start assembles the array, mounts it and opens the control socket and
@@ -138,8 +138,8 @@ func (d *Daemon) Wait(ctx context.Context) error {
 // Umount unmounts, then closes everything. It fails, leaving the mount
 // serving, while the volume is in use (open, or attached to a loop device).
 func (d *Daemon) Umount() error {
-	d.umnts.Lock()
-	defer d.umnts.Unlock()
+	d.umountMu.Lock()
+	defer d.umountMu.Unlock()
 	select {
 	case <-d.done:
 		return d.err
