@@ -29,10 +29,16 @@ func (v *Volume) Discard(off, n int64) error {
 	if off+n == v.geo.size {
 		last = v.geo.stripes // the tail of the last stripe lies beyond the volume and is never written
 	}
+	var err error
 	if first >= last {
-		return v.writeZeros(off, n)
+		err = v.writeZeros(off, n)
+	} else {
+		err = errors.Join(v.writeZeros(off, first*sd-off), v.forget(first, last), v.writeZeros(last*sd, min(off+n-last*sd, v.geo.size-last*sd)))
 	}
-	return errors.Join(v.writeZeros(off, first*sd-off), v.forget(first, last), v.writeZeros(last*sd, min(off+n-last*sd, v.geo.size-last*sd)))
+	if err != nil {
+		return err
+	}
+	return v.clearLost(off, n)
 }
 
 // writeZeros writes zeros over n bytes at off, a stripe at most at a time.

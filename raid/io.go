@@ -224,7 +224,7 @@ func (v *Volume) forStripes(p []byte, off int64, write bool) error {
 	if write {
 		return v.writeJobs(jobs)
 	}
-	return v.readJobs(jobs)
+	return errors.Join(v.readJobs(jobs, nil)...)
 }
 
 // parallel runs f(i) for i < n, in goroutines when there is more than one.
@@ -242,8 +242,10 @@ func parallel(n int, f func(i int)) {
 
 // readJobs reads the stripes of a request: every stripe's first-choice
 // member reads go out together; stripes where some failed then fall back to
-// other copies or reconstruction, in parallel.
-func (v *Volume) readJobs(jobs []job) error {
+// other copies or reconstruction, in parallel. It returns each stripe's
+// error. A tally, for scrub and rebuild, collects what was found (and with
+// its vote flag, has every copy or chunk read and checked).
+func (v *Volume) readJobs(jobs []job, t *tally) []error {
 	aligned := make([][]span, len(jobs))
 	from := make([]int, len(jobs)+1)
 	var all []memIO
@@ -252,14 +254,14 @@ func (v *Volume) readJobs(jobs []job) error {
 		for k, sp := range j.spans {
 			aligned[i][k], _ = v.alignSpan(sp)
 		}
-		all = append(all, v.planRead(j.s, aligned[i])...)
+		all = append(all, v.planRead(j.s, aligned[i], t)...)
 		from[i+1] = len(all)
 	}
 	v.do(all, false)
 	var failed []int
 	for i := range jobs {
 		for _, io := range all[from[i]:from[i+1]] {
-			if io.err != nil || v.voting() {
+			if io.err != nil || v.votes(t) {
 				failed = append(failed, i)
 				break
 			}
@@ -269,7 +271,7 @@ func (v *Volume) readJobs(jobs []job) error {
 	if len(failed) > 0 {
 		parallel(len(failed), func(k int) {
 			i := failed[k]
-			errs[i] = v.finishRead(jobs[i].s, aligned[i], all[from[i]:from[i+1]])
+			errs[i] = v.finishRead(jobs[i].s, aligned[i], all[from[i]:from[i+1]], t)
 		})
 	}
 	for i, j := range jobs {
@@ -280,7 +282,7 @@ func (v *Volume) readJobs(jobs []job) error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // alignSpan widens sp to whole blocks. It returns the aligned span (sharing
@@ -298,16 +300,16 @@ func (v *Volume) alignSpan(sp span) (span, bool) {
 // buffers, proving every block by its checksum and serving from redundancy
 // what cannot be proven.
 func (v *Volume) readSpans(s int64, spans []span) error {
-	ios := v.planRead(s, spans)
+	ios := v.planRead(s, spans, nil)
 	v.do(ios, false)
-	return v.finishRead(s, spans, ios)
+	return v.finishRead(s, spans, ios, nil)
 }
 
 // planRead returns the first-choice member read of each span: its data
 // chunk, or for mirrors the copy pickCopy chooses.
-func (v *Volume) planRead(s int64, spans []span) []memIO {
+func (v *Volume) planRead(s int64, spans []span, t *tally) []memIO {
 	g := v.geo
-	if v.voting() {
+	if v.votes(t) {
 		return v.planVote(s, spans)
 	}
 	ios := make([]memIO, len(spans))
@@ -323,14 +325,14 @@ func (v *Volume) planRead(s int64, spans []span) []memIO {
 
 // finishRead serves from redundancy the blocks that the planned reads ios
 // could not prove.
-func (v *Volume) finishRead(s int64, spans []span, ios []memIO) error {
-	if v.voting() {
-		return v.finishVote(s, spans, ios)
+func (v *Volume) finishRead(s int64, spans []span, ios []memIO, t *tally) error {
+	if v.votes(t) {
+		return v.finishVote(s, spans, ios, t)
 	}
 	if v.geo.Parity > 0 {
-		return v.finishParity(s, spans, ios)
+		return v.finishParity(s, spans, ios, t)
 	}
-	return v.finishMirror(s, spans, ios)
+	return v.finishMirror(s, spans, ios, t)
 }
 
 // unrecoverable describes the blocks of stripe s, data chunk d, that could
@@ -342,7 +344,7 @@ func (v *Volume) unrecoverable(s int64, d int, off int64, why string) error {
 
 // finishMirror fetches the blocks that failed from the other copies, block
 // by block, and repairs in place every copy that was found bad.
-func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
+func (v *Volume) finishMirror(s int64, spans []span, ios []memIO, t *tally) error {
 	g := v.geo
 	var errs []error
 	var repairs []memIO
@@ -406,7 +408,9 @@ func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 			}
 		}
 		if r := runs(bad); r != nil {
-			errs = append(errs, v.unrecoverable(s, sp.d, sp.off+int64(r[0][0])*bs, "no copy of the block passes its checksum"))
+			for _, x := range r {
+				errs = append(errs, v.lose(t, s, sp.d, sp.off+int64(x[0])*bs, int64(x[1]-x[0])*bs, "no copy of the block passes its checksum"))
+			}
 		}
 		for _, a := range tried {
 			fixed := make([]bool, len(bad))
@@ -418,7 +422,7 @@ func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 			}
 		}
 	}
-	v.repair(repairs)
+	v.repair(repairs, t)
 	return errors.Join(errs...)
 }
 
@@ -426,8 +430,12 @@ func (v *Volume) finishMirror(s int64, spans []span, ios []memIO) error {
 // each block repaired against its member. Callers list only members whose
 // blocks were read and found bad, not those skipped (gone, fenced, sitting
 // out, or too slow to wait for).
-func (v *Volume) repair(ios []memIO) {
+func (v *Volume) repair(ios []memIO, t *tally) {
 	if len(ios) == 0 {
+		return
+	}
+	t.found(ios)
+	if t != nil && t.check {
 		return
 	}
 	v.do(ios, true)
@@ -436,6 +444,7 @@ func (v *Volume) repair(ios []memIO) {
 			v.members[io.slot].ctr.repairs.Add(int64(len(io.buf) / bs))
 		}
 	}
+	t.repaired(ios)
 }
 
 // pickCopy chooses the copy of data chunk d of stripe s to read first.

@@ -8,7 +8,7 @@ import (
 
 // finishParity rebuilds the blocks that the data-chunk reads ios could not
 // prove from the rest of the stripe, with Reed-Solomon.
-func (v *Volume) finishParity(s int64, spans []span, ios []memIO) error {
+func (v *Volume) finishParity(s int64, spans []span, ios []memIO, t *tally) error {
 	g := v.geo
 	bads := make([][]bool, len(spans))
 	lo, hi := g.chunk, int64(0)
@@ -28,7 +28,7 @@ func (v *Volume) finishParity(s int64, spans []span, ios []memIO) error {
 	for i, sp := range spans {
 		skipped[sp.d] = skipped[sp.d] || ios[i].err == errMissing
 	}
-	return v.reconstruct(s, spans, bads, skipped, lo, hi)
+	return v.reconstruct(s, spans, bads, skipped, lo, hi, t)
 }
 
 // reconstruct serves the bad blocks of spans (bads[i] marks those of
@@ -38,7 +38,7 @@ func (v *Volume) finishParity(s int64, spans []span, ios []memIO) error {
 // have its own set of bad shards.
 // skipped marks the shards whose members were not read at all (gone,
 // fenced, too slow): they are rebuilt but not repaired.
-func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []bool, lo, hi int64) error {
+func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []bool, lo, hi int64, t *tally) error {
 	g := v.geo
 	n, nb := g.Members, int((hi-lo)/bs)
 	shards := make([][]byte, n)
@@ -135,8 +135,12 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 			}
 		}
 		if wanted && count > g.Parity {
-			errs = append(errs, v.unrecoverable(s, firstTrue(need), c0,
-				fmt.Sprintf("%d chunks of the stripe are bad at this offset, more than its %d parity", count, g.Parity)))
+			for d, lost := range need {
+				if lost {
+					errs = append(errs, v.lose(t, s, d, c0, c1-c0,
+						fmt.Sprintf("%d chunks of the stripe are bad at this offset, more than its %d parity", count, g.Parity)))
+				}
+			}
 		} else if wanted {
 			sub := make([][]byte, n)
 			for i := range n {
@@ -172,7 +176,7 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 		}
 		b0 = b1
 	}
-	v.repair(repairs)
+	v.repair(repairs, t)
 	return errors.Join(errs...)
 }
 

@@ -95,6 +95,7 @@ type Volume struct {
 	locks   stripeLocks
 	intent  *intentLog
 	journal *journal
+	lost    lostSet
 	bufs    sync.Pool // chunk-sized, block-aligned buffers
 	log     *slog.Logger
 
@@ -226,7 +227,7 @@ func Open(dirs []string, o Options) (*Volume, error) {
 			return nil, err
 		}
 	}
-	if err := v.intent.load(); err != nil {
+	if err := errors.Join(v.intent.load(), v.lost.load(v.members)); err != nil {
 		v.closeMembers()
 		return nil, err
 	}
@@ -367,6 +368,9 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := int(min(int64(len(p)), v.geo.size-off))
+	if e, lost := v.lost.overlap(off, int64(n)); lost {
+		return 0, fmt.Errorf("%w: volume range %s was lost beyond redundancy (lockstep status lists it): write it to replace it", ErrUnrecoverable, e)
+	}
 	if err := v.forStripes(p[:n], off, false); err != nil {
 		return 0, err
 	}
@@ -390,6 +394,9 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if err := v.forStripes(p, off, true); err != nil {
 		return 0, err
+	}
+	if err := v.clearLost(off, int64(len(p))); err != nil {
+		return len(p), fmt.Errorf("written, but the lost range it replaced is still recorded: %w", err)
 	}
 	return len(p), nil
 }

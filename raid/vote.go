@@ -15,6 +15,12 @@ func (v *Volume) voting() bool {
 	return v.readPolicy == ReadVote && (v.geo.Copies > 1 || v.geo.Parity > 0)
 }
 
+// votes reports whether a read votes: with the vote policy, or for a
+// scrub's tally.
+func (v *Volume) votes(t *tally) bool {
+	return v.voting() || (t != nil && t.vote && (v.geo.Copies > 1 || v.geo.Parity > 0))
+}
+
 // planVote plans a voting read: every copy of each span, or every chunk of
 // the stripe over the columns the spans touch. The first copy and data
 // chunks that cover those columns read into the request; the rest into
@@ -70,9 +76,9 @@ func (v *Volume) mismatch(slot int) {
 }
 
 // finishVote decides each block of a voting read and repairs the losers.
-func (v *Volume) finishVote(s int64, spans []span, ios []memIO) error {
+func (v *Volume) finishVote(s int64, spans []span, ios []memIO, t *tally) error {
 	if v.geo.Parity > 0 {
-		return v.finishParityVote(s, spans, ios)
+		return v.finishParityVote(s, spans, ios, t)
 	}
 	g := v.geo
 	var errs []error
@@ -124,7 +130,7 @@ func (v *Volume) finishVote(s int64, spans []span, ios []memIO) error {
 				}
 			}
 			if winner < 0 {
-				errs = append(errs, v.unrecoverable(s, sp.d, sp.off+int64(b)*bs, "no majority of the copies agree and none passes its checksum"))
+				errs = append(errs, v.lose(t, s, sp.d, sp.off+int64(b)*bs, bs, "no majority of the copies agree and none passes its checksum"))
 				continue
 			}
 			w := groups[winner][0]
@@ -151,7 +157,7 @@ func (v *Volume) finishVote(s int64, spans []span, ios []memIO) error {
 			}
 		}
 	}
-	v.repair(repairs)
+	v.repair(repairs, t)
 	for i := range spans {
 		for c := 1; c < g.Copies; c++ {
 			v.putBuf(ios[i*g.Copies+c].buf)
@@ -167,7 +173,7 @@ func (v *Volume) finishVote(s int64, spans []span, ios []memIO) error {
 // with two or more parity chunks); failing that, the data chunks, proven by
 // their checksums, stand and the parity is recomputed. Every chunk found bad
 // is repaired in place.
-func (v *Volume) finishParityVote(s int64, spans []span, ios []memIO) error {
+func (v *Volume) finishParityVote(s int64, spans []span, ios []memIO, t *tally) error {
 	g := v.geo
 	n := g.Members
 	lo, hi := columns(spans)
@@ -204,7 +210,7 @@ func (v *Volume) finishParityVote(s int64, spans []span, ios []memIO) error {
 		case erased > g.Parity:
 			for i := range g.Data {
 				if bad[i][b] && wanted(i, c0) {
-					errs = append(errs, v.unrecoverable(s, i, c0, fmt.Sprintf("%d chunks of the stripe are bad here, more than its %d parity", erased, g.Parity)))
+					errs = append(errs, v.lose(t, s, i, c0, bs, fmt.Sprintf("%d chunks of the stripe are bad here, more than its %d parity", erased, g.Parity)))
 				}
 			}
 			continue
@@ -261,7 +267,7 @@ func (v *Volume) finishParityVote(s int64, spans []span, ios []memIO) error {
 			repairs = append(repairs, memIO{slot: ios[i].slot, off: ios[i].off + int64(b)*bs, buf: col[i]})
 		}
 	}
-	v.repair(repairs)
+	v.repair(repairs, t)
 	for _, sp := range spans {
 		if buf := ios[sp.d].buf; &buf[0] != &sp.buf[0] {
 			copy(sp.buf, buf[sp.off-lo:])
