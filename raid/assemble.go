@@ -34,6 +34,7 @@ type assembly struct {
 	layout  Layout   //
 	current []*found // by slot; nil where no current member was found
 	stale   []*found // members with an older generation
+	spares  []*found // hot spares
 	state   string   // ArrayOptimal, ArrayDegraded or ArrayFailed
 	present []bool   // by slot
 }
@@ -45,7 +46,17 @@ func assemble(members []found) (*assembly, error) {
 	if len(members) == 0 {
 		return nil, fmt.Errorf("%w: no member directories given", ErrTooFewMembers)
 	}
-	sort.SliceStable(members, func(i, j int) bool { return members[i].label.Generation > members[j].label.Generation })
+	// Spares hold no slot and no generation of the array: they are
+	// checked for identity like the others, then set aside.
+	sort.SliceStable(members, func(i, j int) bool {
+		if members[i].label.Spare != members[j].label.Spare {
+			return !members[i].label.Spare
+		}
+		return members[i].label.Generation > members[j].label.Generation
+	})
+	if members[0].label.Spare {
+		return nil, fmt.Errorf("%w: %s and the others given are hot spares: give the array's members too", ErrTooFewMembers, members[0].dir)
+	}
 	a := &assembly{base: members[0].label}
 	b := a.base
 	seen := map[string]string{}
@@ -73,6 +84,8 @@ func assemble(members []found) (*assembly, error) {
 	for i := range members {
 		m := &members[i]
 		switch {
+		case m.label.Spare:
+			a.spares = append(a.spares, m)
 		case m.label.Generation < b.Generation:
 			a.stale = append(a.stale, m)
 		case a.current[m.label.Slot] != nil:
@@ -86,7 +99,7 @@ func assemble(members []found) (*assembly, error) {
 	switch {
 	case !a.layout.Survives(a.present):
 		a.state = ArrayFailed
-	case len(members)-len(a.stale) < b.Members:
+	case len(members)-len(a.stale)-len(a.spares) < b.Members:
 		a.state = ArrayDegraded
 	default:
 		a.state = ArrayOptimal
@@ -149,6 +162,7 @@ type Report struct {
 	Generation uint64         `json:"generation"`
 	State      string         `json:"state"`
 	Slots      []MemberReport `json:"slots"`
+	Spares     []string       `json:"spares,omitempty"`
 }
 
 // MemberReport is one slot of a Report.
@@ -185,6 +199,9 @@ func (a *assembly) report() *Report {
 			}
 		}
 		r.Slots = append(r.Slots, mr)
+	}
+	for _, s := range a.spares {
+		r.Spares = append(r.Spares, s.dir)
 	}
 	return r
 }

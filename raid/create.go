@@ -1,6 +1,7 @@
 package raid
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,9 @@ type Config struct {
 	Chunk  int64  // bytes per chunk; 0 means DefaultChunk
 	Size   int64  // bytes in the volume; 0 means the largest that fits
 	Name   string // a name for people; defaults to "lockstep"
+	// Spares are directories to format as hot spares: a failover takes
+	// one for a fenced member and rebuilds onto it.
+	Spares []string
 }
 
 // metaReserve is the space kept free beside a member's data for its
@@ -41,11 +45,12 @@ func Create(dirs []string, c Config) (Label, error) {
 	if c.Name == "" {
 		c.Name = "lockstep"
 	}
-	dirs, err = checkDirs(dirs, true)
+	all, err := checkDirs(append(append([]string(nil), dirs...), c.Spares...), true)
 	if err != nil {
 		return Label{}, err
 	}
-	g, err := fitSize(l, c.Chunk, c.Size, dirs)
+	dirs = all[:len(dirs)]
+	g, err := fitSize(l, c.Chunk, c.Size, all)
 	if err != nil {
 		return Label{}, err
 	}
@@ -60,23 +65,59 @@ func Create(dirs []string, c Config) (Label, error) {
 			os.Remove(filepath.Join(d, blockdev.DataFile))
 		}
 	}
-	for slot, dir := range dirs {
-		m, err := blockdev.CreateMember(dir, g.memberSize(), false)
-		if err != nil {
+	labels := make([]Label, len(all))
+	var r roster
+	for i, dir := range all {
+		if i < len(dirs) {
+			labels[i] = base
+			labels[i].Slot, labels[i].MemberUUID = i, newUUID()
+			r.Slots = append(r.Slots, rosterEntry{UUID: labels[i].MemberUUID, Dir: dir, State: Online.String()})
+		} else {
+			labels[i] = spareLabel(base)
+			r.Spares = append(r.Spares, rosterEntry{UUID: labels[i].MemberUUID, Dir: dir})
+		}
+	}
+	rost, _ := json.Marshal(r)
+	for i, dir := range all {
+		if labels[i].Spare {
+			rost = nil
+		}
+		if err := formatMember(dir, g.memberSize(), labels[i], rost); err != nil {
 			undo()
-			return Label{}, fmt.Errorf("create member %d in %s: %w", slot, dir, err)
+			return Label{}, err
 		}
 		made = append(made, dir)
-		lab := base
-		lab.Slot, lab.MemberUUID = slot, newUUID()
-		err = errors.Join(m.Meta.SetLabel(lab.Encode()), m.Close())
-		if err != nil {
-			undo()
-			return Label{}, fmt.Errorf("write label of member %d in %s: %w", slot, dir, err)
-		}
 	}
 	base.MemberUUID = ""
 	return base, nil
+}
+
+// spareLabel returns the label of a new hot spare of the array base
+// describes.
+func spareLabel(base Label) Label {
+	base.Slot, base.MemberUUID, base.Spare = 0, newUUID(), true
+	return base
+}
+
+// formatMember makes a new member with the given label (and roster, if
+// not nil) in dir: a data file of capacity bytes, reading as zeros, and
+// fresh metadata.
+func formatMember(dir string, capacity int64, l Label, rost []byte) error {
+	m, err := blockdev.CreateMember(dir, capacity, false)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	b := m.Meta.NewBatch()
+	b.SetLabel(l.Encode())
+	if rost != nil {
+		b.Set(keyRoster, rost)
+	}
+	if err := errors.Join(b.Commit(true), m.Close()); err != nil {
+		os.RemoveAll(filepath.Join(dir, blockdev.MetaDir))
+		os.Remove(filepath.Join(dir, blockdev.DataFile))
+		return fmt.Errorf("write label in %s: %w", dir, err)
+	}
+	return nil
 }
 
 // checkDirs makes every directory absolute and refuses duplicates, by path

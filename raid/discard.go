@@ -33,7 +33,19 @@ func (v *Volume) Discard(off, n int64) error {
 	if first >= last {
 		err = v.writeZeros(off, n)
 	} else {
-		err = errors.Join(v.writeZeros(off, first*sd-off), v.forget(first, last), v.writeZeros(last*sd, min(off+n-last*sd, v.geo.size-last*sd)))
+		// Regions emptied whole leave the written set: a rebuild or
+		// scrub passes them by.
+		rs := v.intent.stripes
+		var whole []int64
+		for r := (first + rs - 1) / rs; r*rs < last && ((r+1)*rs <= last || last == v.geo.stripes); r++ {
+			whole = append(whole, r)
+		}
+		snap := v.intent.beganCounts(whole)
+		own := map[int64]uint64{}
+		err = errors.Join(v.writeZeros(off, first*sd-off), v.forget(first, last, own), v.writeZeros(last*sd, min(off+n-last*sd, v.geo.size-last*sd)))
+		if err == nil {
+			err = v.intent.forgetWritten(whole, snap, own)
+		}
 	}
 	if err != nil {
 		return err
@@ -60,11 +72,14 @@ func (v *Volume) writeZeros(off, n int64) error {
 // forget has every member forget stripes [first, last), a batch at a time
 // under the batch's stripe locks. It fails if too few members forgot a batch
 // for its data to read as zeros.
-func (v *Volume) forget(first, last int64) error {
+func (v *Volume) forget(first, last int64, own map[int64]uint64) error {
 	g := v.geo
 	for s0 := first; s0 < last; s0 += discardBatch {
 		s1 := min(s0+discardBatch, last)
 		regions := v.intent.regionsOf(s0, s1-1)
+		for _, r := range regions {
+			own[r]++
+		}
 		if err := v.intent.begin(regions); err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package raid
 
 import (
+	"slices"
+
 	"github.com/lockstepfs/lockstep/blockdev"
 
 	"encoding/binary"
@@ -140,6 +142,13 @@ type Status struct {
 	Consistency string         `json:"consistency"`
 	Policy      PolicyConfig   `json:"policy"`
 	Members     []MemberStatus `json:"members"`
+	// Spares are the hot spares waiting, by directory.
+	Spares []string `json:"spares"`
+	// Rebuilds are the rebuilds and resyncs under way, the one being run
+	// first.
+	Rebuilds []RebuildStatus `json:"rebuilds"`
+	// Lost lists the ranges found beyond redundancy and not written since.
+	Lost []Extent `json:"lost"`
 }
 
 // MemberStatus is one slot of a Status.
@@ -164,7 +173,13 @@ func (v *Volume) Status() Status {
 	now := v.now()
 	st := Status{Array: v.base.ArrayName, ArrayUUID: v.base.ArrayUUID, Layout: v.geo.Name, Size: v.geo.size, Chunk: v.geo.chunk,
 		Generation: v.generation, ReadPolicy: string(v.readPolicy), Consistency: string(v.consistency), Policy: v.policy.Config()}
-	degraded := false
+	st.Spares = []string{}
+	for _, s := range v.spares {
+		st.Spares = append(st.Spares, s.dir)
+	}
+	st.Rebuilds = append([]RebuildStatus{}, v.rebuildsLocked()...)
+	st.Lost = append([]Extent{}, v.lost.list()...)
+	degraded, rebuilding := false, false
 	for slot, m := range v.members {
 		ms := MemberStatus{Slot: slot, State: v.policy.State(slot).String()}
 		if m != nil {
@@ -172,11 +187,14 @@ func (v *Volume) Status() Status {
 			ms.SitOut = v.policy.State(slot) == Online && !v.policy.ReadsAllowed(slot, now)
 		}
 		degraded = degraded || v.policy.State(slot) != Online
+		rebuilding = rebuilding || v.policy.State(slot) == Rebuilding
 		st.Members = append(st.Members, ms)
 	}
 	switch {
 	case v.policy.Suspended():
 		st.State = ArraySuspended
+	case rebuilding:
+		st.State = ArrayRebuilding
 	case degraded:
 		st.State = ArrayDegraded
 	default:
@@ -260,8 +278,6 @@ func (v *Volume) apply(acts []Action) error {
 			e.Old, e.New = "SERVING", ArraySuspended
 		case ActResume:
 			e.Old, e.New = ArraySuspended, "SERVING"
-		case ActFailover:
-			e.Reason += "; no hot spare is configured"
 		}
 		v.log.Warn("policy: "+e.Kind, "slot", e.Slot, "old", e.Old, "new", e.New, "reason", e.Reason)
 		// Suspension changes no membership: it takes effect at once.
@@ -276,6 +292,8 @@ func (v *Volume) apply(acts []Action) error {
 		case ActRestart:
 			v.refreshRouting()
 			go v.restart(a.Slot, a.Reason)
+		case ActFailover:
+			go v.failover(a.Slot)
 		}
 	}
 	v.refreshRouting()
@@ -289,6 +307,7 @@ func (v *Volume) apply(acts []Action) error {
 func (v *Volume) refreshRouting() {
 	v.pmu.Lock()
 	defer v.pmu.Unlock()
+	v.routing.Add(1)
 	now := v.now()
 	reads := v.policy.readers(-1, now)
 	for slot, m := range v.members {
@@ -300,8 +319,11 @@ func (v *Volume) refreshRouting() {
 		if m == nil {
 			continue
 		}
-		m.writable.Store(v.policy.State(slot) == Online)
-		m.readable.Store(reads[slot])
+		// A member being rebuilt takes writes, and reads behind its
+		// cursor (doGroup checks that).
+		st := v.policy.State(slot)
+		m.writable.Store(st == Online || st == Rebuilding)
+		m.readable.Store(reads[slot] || st == Rebuilding)
 	}
 }
 
@@ -322,9 +344,13 @@ func (v *Volume) record(e Event, bump bool) error {
 		v.events = v.events[len(v.events)-maxEvents:]
 	}
 	val, _ := json.Marshal(e)
+	var rost []byte
+	if bump {
+		rost, _ = json.Marshal(v.rosterNow())
+	}
 	var errs []error
 	for slot, m := range v.members {
-		if m == nil || v.policy.State(slot) != Online {
+		if st := v.policy.State(slot); m == nil || (st != Online && st != Rebuilding) {
 			continue
 		}
 		// A closed member is skipped without its lock: a failed restart
@@ -342,6 +368,7 @@ func (v *Volume) record(e Event, bump bool) error {
 		if bump {
 			m.label.Generation = v.generation
 			b.SetLabel(m.label.Encode())
+			b.Set(keyRoster, rost)
 		}
 		if err := b.Commit(bump); err != nil {
 			errs = append(errs, fmt.Errorf("record event in member %d: %w", slot, err))
@@ -371,9 +398,13 @@ func (v *Volume) monitor() {
 func (v *Volume) checkHealth() {
 	now := v.now()
 	timeout := v.policy.Config().HealthTimeout
-	for slot, m := range v.members {
+	v.pmu.Lock()
+	members := slices.Clone(v.members) // a failover may replace one meanwhile
+	v.pmu.Unlock()
+	for slot, m := range members {
 		v.pmu.Lock()
-		online := m != nil && v.policy.State(slot) == Online
+		st := v.policy.State(slot)
+		online := m != nil && (st == Online || st == Rebuilding)
 		v.pmu.Unlock()
 		if !online {
 			continue
@@ -421,7 +452,7 @@ func (v *Volume) probeMember(m *member) (gone bool, err error) {
 			return false, nil // the volume closed meanwhile
 		default:
 		}
-		if m.closed.Load() {
+		if m.closed.Load() && !m.retired.Load() {
 			if err := m.reopen(v.geo.memberSize()); err != nil {
 				return false, err
 			}

@@ -90,10 +90,10 @@ func TestOperatorFailFencesAndRecords(t *testing.T) {
 	raidtest.Expect(t, a.Vol, m, 0, c.Size)
 
 	// Reopened from all its directories, the array leaves the fenced
-	// member out: it missed writes, and its generation says so.
+	// member out, fenced: it missed writes, and its generation says so.
 	a.Open(t, a.Dirs...)
 	st = a.Vol.Status()
-	if st.Members[1].State != "REMOVED" || st.Generation != 3 { // the degraded reopen bumps it again
+	if st.Members[1].State != "FAULTED" || st.Generation != 3 { // the degraded reopen bumps it again
 		t.Fatalf("after reopen: %+v", st)
 	}
 	raidtest.Expect(t, a.Vol, m, 0, c.Size)

@@ -80,6 +80,7 @@ type intentLog struct {
 	next    *markRound        // regions waiting to be marked, nil if none
 	marking bool              // a round is being committed
 	epoch   uint64            // flushes begun
+	began   map[int64]uint64  // writes begun, by region: a discard forgets a region only if none began meanwhile
 }
 
 // region is one marked region: the writes under way and the flush epoch of
@@ -99,7 +100,7 @@ type markRound struct {
 
 func newIntentLog(v *Volume, c Consistency) *intentLog {
 	return &intentLog{v: v, enabled: c != ConsistencyResync, stripes: max(1, regionBytes/v.geo.stripeData()),
-		regions: map[int64]*region{}, written: map[int64]bool{}}
+		regions: map[int64]*region{}, written: map[int64]bool{}, began: map[int64]uint64{}}
 }
 
 // load reads the regions ever written from the members.
@@ -146,6 +147,9 @@ func (l *intentLog) begin(regions []int64) error {
 		if err := l.await(round); err != nil {
 			return err
 		}
+	}
+	for _, r := range regions {
+		l.began[r]++
 	}
 	if !l.enabled {
 		return nil
@@ -204,6 +208,47 @@ func (l *intentLog) await(round *markRound) error {
 	}
 	l.marking = false
 	return round.err
+}
+
+// beganCounts returns how many writes have begun in each region.
+func (l *intentLog) beganCounts(regions []int64) []uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]uint64, len(regions))
+	for i, r := range regions {
+		out[i] = l.began[r]
+	}
+	return out
+}
+
+// forgetWritten drops from the written set the regions a discard has
+// emptied whole, unless a write began in one since snap (taken before the
+// discard, whose own begins are own). The record is deleted with l.mu held,
+// so that a write that begins afterwards marks the region again after it.
+func (l *intentLog) forgetWritten(regions []int64, snap []uint64, own map[int64]uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var gone []int64
+	for i, r := range regions {
+		if l.written[r] && l.began[r]-snap[i] == own[r] {
+			gone = append(gone, r)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	err := l.v.commitAll("forget discarded regions", false, func(b *blockdev.Batch) {
+		for _, r := range gone {
+			b.Delete(writtenKey(r))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range gone {
+		delete(l.written, r)
+	}
+	return nil
 }
 
 // end counts writes to the regions as done.
@@ -304,7 +349,7 @@ func (v *Volume) eachWritable(what string, fn func(m *member) error) error {
 			return
 		}
 		if errs[slot] = fn(m); errs[slot] == nil {
-			ok[slot] = true
+			ok[slot] = m.cursor.Load() == whole // a member being rebuilt cannot serve yet
 		}
 	})
 	for slot, err := range errs {

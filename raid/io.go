@@ -89,9 +89,12 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 		bufs[i] = io.buf
 	}
 	var err error
+	last := g[len(g)-1]
 	switch {
 	case !v.usable(slot, write):
 		err = errMissing
+	case !write && (last.off+int64(len(last.buf))-1)/v.geo.chunk >= m.cursor.Load():
+		err = errMissing // not rebuilt that far yet
 	case !write && v.suspect(m):
 		// It was slow lately: do not let it hold the request up.
 		var answered bool
@@ -457,7 +460,7 @@ func (v *Volume) pickCopy(s int64, d int) int {
 	start := int(((s*g.chunk)>>20 + int64(d)) % int64(g.Copies))
 	for k := range g.Copies {
 		c := (start + k) % g.Copies
-		if v.usable(g.Slot(s, d*g.Copies+c), false) {
+		if slot := g.Slot(s, d*g.Copies+c); v.usable(slot, false) && s < v.members[slot].cursor.Load() {
 			return c
 		}
 	}

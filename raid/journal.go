@@ -56,7 +56,7 @@ func (j *journal) needs(w stripeWrite) bool {
 		return true
 	}
 	for i := range g.Members {
-		if !j.v.usable(g.Slot(w.s, i), true) {
+		if !j.v.holds(g.Slot(w.s, i), w.s) {
 			return true
 		}
 	}

@@ -32,6 +32,9 @@ type Label struct {
 	// Generation is bumped on every change of membership or member state;
 	// at assembly the highest generation is the truth.
 	Generation uint64 `json:"generation"`
+	// Spare marks a hot spare: formatted for the array, holding no slot
+	// (Slot is 0) until a failover takes it.
+	Spare bool `json:"spare,omitempty"`
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)

@@ -367,8 +367,8 @@ func (p *Policy) Tick(now time.Time) []Action {
 // OperatorFail fences a member on an operator's word, whatever the failure
 // level, unless that would lose data.
 func (p *Policy) OperatorFail(slot int, now time.Time) ([]Action, error) {
-	if p.members[slot].state != Online {
-		return nil, fmt.Errorf("member %d is %s, not ONLINE", slot, p.members[slot].state)
+	if st := p.members[slot].state; st != Online && st != Rebuilding {
+		return nil, fmt.Errorf("member %d is %s, not ONLINE or REBUILDING", slot, st)
 	}
 	if !p.layout.Survives(p.serving(slot)) {
 		return nil, fmt.Errorf("%w: member %d holds data that no other member can provide", ErrQuorum, slot)
@@ -402,9 +402,37 @@ func (p *Policy) Approve(slot int) ([]Action, error) {
 	return []Action{{Kind: ActFailover, Slot: slot, Reason: "approved by the operator"}}, nil
 }
 
+// Rebuild records that a new member in slot is being rebuilt (or a
+// returning one resynced): it takes writes, and reads behind its cursor.
+func (p *Policy) Rebuild(slot int) {
+	p.members[slot] = &health{state: Rebuilding}
+}
+
+// Rebuilt records that the member in slot holds current data throughout.
+func (p *Policy) Rebuilt(slot int) []Action {
+	p.members[slot].state = Online
+	return p.maybeResume()
+}
+
+// NeedsSpare reports the first slot that waits for a hot spare: fenced
+// with its failover decided (not awaiting approval), or removed. It
+// returns -1 if none does.
+func (p *Policy) NeedsSpare() int {
+	for slot, h := range p.members {
+		if (h.state == Faulted && !h.awaiting) || h.state == Removed {
+			return slot
+		}
+	}
+	return -1
+}
+
 // fail decides what a condition on a member leads to.
 func (p *Policy) fail(slot int, c Condition, why string, now time.Time) []Action {
 	h := p.members[slot]
+	if h.state == Rebuilding && p.cfg.FailureLevel >= int(c) {
+		// Nothing depends on it yet: no restart, no quorum to keep.
+		return p.fence(slot, c, c.String()+": "+why+" while being rebuilt", now)
+	}
 	if h.state != Online || h.restarting != 0 || h.down != 0 {
 		return nil // already being dealt with, or waited for
 	}

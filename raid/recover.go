@@ -126,10 +126,11 @@ func (v *Volume) resyncStripe(s int64) (bool, error) {
 	data := make([][]byte, shards)
 	sums := make([][]uint32, shards)
 	for i := range shards {
-		m := v.members[g.Slot(s, i)]
-		if m == nil || !m.writable.Load() {
+		slot := g.Slot(s, i)
+		if !v.holds(slot, s) {
 			continue
 		}
+		m := v.members[slot]
 		buf := v.getBuf(g.chunk)
 		defer v.putBuf(buf)
 		sum := make([]uint32, g.chunk/bs)
@@ -195,16 +196,32 @@ func (v *Volume) resyncMirror(s int64, data [][]byte, sums [][]uint32) (bool, er
 
 // resyncParity adopts the data chunks as they are (recording the checksums
 // of blocks written but not flushed), then writes the parity they give
-// wherever it differs.
+// wherever it differs. A stripe missing data chunks (within its parity) has
+// no parity to recompute: every chunk present is adopted as it is, which the
+// journal, logging every write to a degraded stripe, has made consistent.
 func (v *Volume) resyncParity(s int64, data [][]byte, sums [][]uint32) (bool, error) {
 	g := v.geo
-	for i := range g.Data {
+	missing, missingData := 0, 0
+	for i := range data {
 		if data[i] == nil {
-			return false, errCannotResync
+			missing++
+			if i < g.Data {
+				missingData++
+			}
 		}
 	}
+	if missing > g.Parity {
+		return false, errCannotResync
+	}
+	adopt := g.Data
+	if missingData > 0 {
+		adopt = len(data)
+	}
 	changed := false
-	for i := range g.Data {
+	for i := range adopt {
+		if data[i] == nil {
+			continue
+		}
 		for b := int64(0); b < g.chunk/bs; b++ {
 			block := data[i][b*bs : (b+1)*bs]
 			if blockdev.Checksum(block) != sums[i][b] {
@@ -214,6 +231,9 @@ func (v *Volume) resyncParity(s int64, data [][]byte, sums [][]uint32) (bool, er
 				changed = true
 			}
 		}
+	}
+	if missingData > 0 {
+		return changed, nil
 	}
 	parity := make([][]byte, g.Parity)
 	shards := append(append([][]byte(nil), data[:g.Data]...), parity...)

@@ -178,7 +178,7 @@ func (v *Volume) lastResort(ios []memIO) {
 	parallel(len(ios), func(i int) {
 		io := &ios[i]
 		m := v.members[io.slot]
-		if io.err != errMissing || m == nil || !m.writable.Load() {
+		if io.err != errMissing || !v.holds(io.slot, (io.off+int64(len(io.buf))-1)/v.geo.chunk) {
 			return
 		}
 		m.mu.RLock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +82,27 @@ type member struct {
 	slow     slowness
 	writable atomic.Bool // the policy lets it take writes
 	readable atomic.Bool // ... and reads
+	// cursor is the first stripe a rebuild or resync of the member has
+	// not reached: the member holds current data only below it, and is
+	// read only there. whole (the default) once it is current throughout.
+	cursor  atomic.Int64
+	retired atomic.Bool // replaced by another member: never opened again
+}
+
+// whole is the cursor of a member current throughout.
+const whole = math.MaxInt64
+
+func newMember(slot int, dir string, o Options) *member {
+	m := &member{slot: slot, dir: dir, opts: o}
+	m.cursor.Store(whole)
+	return m
+}
+
+// holds reports whether the member in slot takes writes and holds current
+// data in stripe s.
+func (v *Volume) holds(slot int, s int64) bool {
+	m := v.members[slot]
+	return m != nil && m.writable.Load() && s < m.cursor.Load()
 }
 
 // Volume is an open array: one virtual block device over its members. It is
@@ -110,11 +132,19 @@ type Volume struct {
 	stop        chan struct{}  // closed by Close: stops the monitor
 	monitoring  sync.WaitGroup // the monitor loop (not its probes: a hung probe must not hang Close)
 
-	pmu        sync.Mutex // guards the fields below
+	opts       Options
+	routing    atomic.Uint64 // bumped whenever the routing is recomputed
+	foreground atomic.Uint64 // requests from users, for background jobs to yield to
+	work       chan struct{} // signalled when background work (a rebuild) is to be done
+
+	pmu        sync.Mutex // guards the fields below, and v.members[i] with v.mu held exclusively
 	policy     *Policy
 	generation uint64
 	events     []Event
 	eventSeq   uint32
+	roster     roster       // the membership last recorded
+	spares     []*spareDisk // hot spares waiting
+	jobs       []*rebuild   // the rebuilds and resyncs under way, the one being run first
 }
 
 // Open assembles the array from its member directories, given in any order.
@@ -179,6 +209,8 @@ func Open(dirs []string, o Options) (*Volume, error) {
 		consistency: o.Consistency,
 		stop:        make(chan struct{}),
 		generation:  a.base.Generation,
+		opts:        o,
+		work:        make(chan struct{}, 1),
 	}
 	v.intent = newIntentLog(v, o.Consistency)
 	v.journal = newJournal(v, o.Consistency)
@@ -196,7 +228,7 @@ func Open(dirs []string, o Options) (*Volume, error) {
 			states[slot] = Removed
 			continue
 		}
-		m := &member{slot: slot, dir: f.dir, opts: o}
+		m := newMember(slot, f.dir, o)
 		err := m.open(v.geo.memberSize(), f.label)
 		if err == nil {
 			err = m.loadCounters()
@@ -214,6 +246,11 @@ func Open(dirs []string, o Options) (*Volume, error) {
 		if len(events) > len(v.events) {
 			v.events = events // the fullest history among the members
 		}
+	}
+	resume, err := v.loadMembership(a, states)
+	if err != nil {
+		v.closeMembers()
+		return nil, err
 	}
 	v.policy = NewPolicy(o.Policy, a.layout, states)
 	v.refreshRouting()
@@ -234,6 +271,9 @@ func Open(dirs []string, o Options) (*Volume, error) {
 	unclean, err := v.wasUnclean()
 	if err == nil && unclean {
 		err = v.recoverUnclean(o.Consistency)
+	}
+	if err == nil {
+		err = v.resumeRebuild(resume)
 	}
 	if err != nil {
 		v.closeMembers()
@@ -293,9 +333,14 @@ func (m *member) reopen(capacity int64) error {
 // probes it, and reports the outcome to the policy. I/O to the member waits
 // meanwhile.
 func (v *Volume) restart(slot int, why string) {
-	m := v.members[slot]
+	v.pmu.Lock()
+	m := v.members[slot] // a failover may replace it meanwhile
+	v.pmu.Unlock()
+	if m == nil {
+		return
+	}
 	m.mu.Lock()
-	if m.closed.Load() {
+	if m.closed.Load() || m.retired.Load() {
 		m.mu.Unlock()
 		return
 	}
@@ -328,6 +373,16 @@ func (v *Volume) restart(slot int, why string) {
 // which beats splitting a chunk of 64 KiB or less between goroutines.
 func newCodec(k, m int, opts ...reedsolomon.Option) (reedsolomon.Encoder, error) {
 	return reedsolomon.New(k, m, append([]reedsolomon.Option{reedsolomon.WithMaxGoroutines(1)}, opts...)...)
+}
+
+// Foreground counts the requests users have made (reads, writes,
+// discards, flushes): background jobs that see it move yield to them.
+func (v *Volume) Foreground() uint64 { return v.foreground.Load() }
+
+// Note records an event about the whole array (a background job started or
+// finished) in its history.
+func (v *Volume) Note(kind, reason string) error {
+	return v.record(Event{Time: v.now(), Slot: -1, Kind: kind, Reason: reason}, false)
 }
 
 // Size is the volume's size in bytes.
@@ -416,6 +471,10 @@ func (v *Volume) Flush() error {
 // admit refuses a request while the volume is closed or suspended. v.mu is
 // held.
 func (v *Volume) admit(what string, n int, off int64) error {
+	switch what {
+	case "read", "write", "discard", "flush":
+		v.foreground.Add(1)
+	}
 	if v.closed {
 		return ErrClosed
 	}
@@ -435,7 +494,8 @@ func (v *Volume) flush() error {
 	var wg sync.WaitGroup
 	for i, m := range v.members {
 		if m != nil && m.writable.Load() {
-			ok[i] = true
+			// A member being rebuilt is synced, but cannot serve yet.
+			ok[i] = m.cursor.Load() == whole
 			wg.Go(func() {
 				m.mu.RLock()
 				defer m.mu.RUnlock()
@@ -474,7 +534,13 @@ func (v *Volume) Close() error {
 	v.closed = true
 	close(v.stop)
 	v.monitoring.Wait()
-	err := v.flush()
+	var errs []error
+	for _, j := range v.jobs {
+		if m := v.members[j.slot]; m != nil && m.label.MemberUUID == j.uuid {
+			errs = append(errs, v.saveRebuild(j, m))
+		}
+	}
+	err := errors.Join(append(errs, v.flush())...)
 	if err == nil {
 		err = v.markClean()
 	}

@@ -80,7 +80,7 @@ func (v *Volume) checkWrite(s int64, spans []span, ios []memIO) error {
 			ok := false
 			var last error
 			for _, io := range ios[i*g.Copies : (i+1)*g.Copies] {
-				ok = ok || io.err == nil
+				ok = ok || (io.err == nil && v.holds(io.slot, s))
 				if io.err != nil {
 					last = io.err
 				}
@@ -93,7 +93,7 @@ func (v *Volume) checkWrite(s int64, spans []span, ios []memIO) error {
 	}
 	lost := map[int]bool{}
 	for i := range g.Members {
-		if !v.usable(g.Slot(s, i), true) {
+		if !v.holds(g.Slot(s, i), s) {
 			lost[g.Slot(s, i)] = true
 		}
 	}

@@ -150,14 +150,34 @@ func printLiveStatus(w io.Writer, st control.Status) {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", m.Slot, state, c.ReadErrors, c.WriteErrors, c.ChecksumErrors, c.Repairs, c.SlowIOs, dir)
 	}
 	tw.Flush()
+	fmt.Fprintf(w, "\n spares: %s\n", listOrNone(a.Spares))
+	if len(a.Lost) > 0 {
+		var total int64
+		for _, e := range a.Lost {
+			total += e.Len
+		}
+		fmt.Fprintf(w, "   lost: %s in %d range(s) beyond redundancy (reads fail until written):", raid.FormatSize(total), len(a.Lost))
+		for i, e := range a.Lost {
+			if i == 8 {
+				fmt.Fprintf(w, " ...")
+				break
+			}
+			fmt.Fprintf(w, " %d+%d", e.Off, e.Len)
+		}
+		fmt.Fprintln(w)
+	}
 	if len(st.Jobs) == 0 {
-		fmt.Fprintln(w, "\njobs: none")
-		return
+		fmt.Fprintln(w, "   jobs: none")
+	} else {
+		fmt.Fprintln(w, "   jobs:")
+		for _, j := range st.Jobs {
+			fmt.Fprintln(w, "    "+jobLine(j))
+		}
 	}
-	fmt.Fprintln(w, "\njobs:")
-	for _, j := range st.Jobs {
-		fmt.Fprintf(w, "  %s %s: %.1f%% (%s of %s)\n", j.Kind, j.State, 100*j.Progress, raid.FormatSize(j.Done), raid.FormatSize(j.Total))
+	if st.Scrub != nil {
+		printScrub(w, *st.Scrub)
 	}
+	printCoverage(w, st.Coverage)
 }
 
 func newEvents() *cobra.Command {

@@ -20,6 +20,7 @@ import (
 	"github.com/lockstepfs/lockstep/cmd/lockstep/control"
 	"github.com/lockstepfs/lockstep/cmd/lockstep/daemon"
 	"github.com/lockstepfs/lockstep/raid"
+	"github.com/lockstepfs/lockstep/scrub"
 )
 
 // Environment variables between a detaching lockstep mount and the daemon
@@ -103,8 +104,9 @@ func (f mountFlags) config(args []string) (daemon.Config, error) {
 	default:
 		return cfg, fmt.Errorf("--consistency %q: use journal, bitmap or resync", f.consistency)
 	}
-	if _, _, err := parseRate(f.rebuildRate); err != nil {
-		return cfg, fmt.Errorf("--rebuild-rate %q: %w", f.rebuildRate, err)
+	rate, err := scrub.ParseRate(f.rebuildRate)
+	if err != nil {
+		return cfg, fmt.Errorf("--rebuild-rate: %w", err)
 	}
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return cfg, fmt.Errorf("--log-format %q: use text or json", f.logFormat)
@@ -125,30 +127,13 @@ func (f mountFlags) config(args []string) (daemon.Config, error) {
 		Settings: map[string]string{"rebuild_rate": f.rebuildRate,
 			"writeback_cache": strconv.FormatBool(f.writeback), "direct_io": strconv.FormatBool(f.direct)},
 		Metrics: f.metrics,
+		Rate:    rate,
 		Logger:  newLogger(os.Stderr, f.logFormat, level),
 	}
 	cfg.Volume.Policy, cfg.Volume.ReadPolicy, cfg.Volume.Direct = pol, rp, f.direct
 	cfg.Volume.Consistency = raid.Consistency(f.consistency)
 	cfg.Mount.WritebackCache, cfg.Mount.AllowOther, cfg.Mount.Debug = f.writeback, f.allowOther, f.debugFUSE
 	return cfg, nil
-}
-
-// parseRate parses MIN:MAX, two sizes per second; MAX 0 is unlimited.
-func parseRate(s string) (lo, hi int64, err error) {
-	a, b, ok := strings.Cut(s, ":")
-	if !ok {
-		return 0, 0, errors.New("use MIN:MAX, e.g. 32MiB:0 (MAX 0 means unlimited)")
-	}
-	if lo, err = raid.ParseSize(a); err != nil {
-		return 0, 0, fmt.Errorf("minimum: %w", err)
-	}
-	if hi, err = raid.ParseSize(b); err != nil {
-		return 0, 0, fmt.Errorf("maximum: %w", err)
-	}
-	if hi != 0 && hi < lo {
-		return 0, 0, fmt.Errorf("maximum %s is below minimum %s", b, a)
-	}
-	return lo, hi, nil
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {

@@ -19,6 +19,7 @@ redundancy.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCreate(), newMount(), newUmount(), newStatus(), newEvents(), newFail(), newFailover(), newBench())
+	root.AddCommand(newCreate(), newMount(), newUmount(), newStatus(), newEvents(), newFail(), newFailover(),
+		newScrub(), newRebuild(), newSpare(), newReplace(), newBench())
 	return root
 }

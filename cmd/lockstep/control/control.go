@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lockstepfs/lockstep/raid"
+	"github.com/lockstepfs/lockstep/scrub"
 )
 
 // Commands a mount answers.
@@ -24,6 +25,10 @@ const (
 	CmdFail    = "fail"    // fence Member on the operator's word
 	CmdApprove = "approve" // let Member's failover proceed
 	CmdUmount  = "umount"  // stop serving, flush, unmount and exit
+	CmdScrub   = "scrub"   // Action start (Check), status, pause, resume or cancel: a Status
+	CmdRebuild = "rebuild" // Action status, pause or resume: a Status
+	CmdSpare   = "spare"   // Action add or remove the spare in Dir: a Status
+	CmdReplace = "replace" // put a new member, made in Dir, in Member's place: a Status
 )
 
 // Request is one command to a mount.
@@ -32,6 +37,12 @@ type Request struct {
 	// Member names a member by slot number or directory, for the commands
 	// about one.
 	Member string `json:"member,omitempty"`
+	// Action is what to do, for the commands that do several things.
+	Action string `json:"action,omitempty"`
+	// Dir is a directory, for spare and replace.
+	Dir string `json:"dir,omitempty"`
+	// Check makes a scrub find but not repair.
+	Check bool `json:"check,omitempty"`
 }
 
 // Response is a mount's answer: a result, or an error saying what was
@@ -95,20 +106,46 @@ type MountInfo struct {
 	Settings map[string]string `json:"settings"`
 }
 
-// Job is a background job under way (rebuild, scrub, resync).
+// Job is a background job under way (rebuild, resync, scrub).
 type Job struct {
-	Kind     string  `json:"kind"`
-	Slot     int     `json:"slot,omitempty"`
-	State    string  `json:"state"`
-	Done     int64   `json:"done_bytes"`
-	Total    int64   `json:"total_bytes"`
-	Rate     float64 `json:"rate_bytes_per_second"`
-	Progress float64 `json:"progress"` // from 0 to 1
+	Kind  string `json:"kind"`
+	Slot  int    `json:"slot"` // the member rebuilt; -1 for a scrub
+	State string `json:"state"`
+	Done  int64  `json:"done_bytes"`
+	Total int64  `json:"total_bytes"`
+	// Rate is the recent rate, 0 while the job does not run.
+	Rate float64 `json:"rate_bytes_per_second"`
+	// Progress is Done/Total, from 0 to 1, and 1 only once the job is done.
+	Progress float64 `json:"progress"`
+	// ETA is the time left at the recent rate, 0 if unknown.
+	ETA time.Duration `json:"eta_ns"`
+}
+
+// NewJob fills in a job's progress and time left from what it has done.
+func NewJob(kind string, slot int, state string, done, total int64, rate float64) Job {
+	j := Job{Kind: kind, Slot: slot, State: state, Done: done, Total: total, Rate: rate}
+	if total > 0 {
+		j.Progress = float64(done) / float64(total)
+	}
+	if j.Progress >= 1 && state != "finished" {
+		j.Progress = 0.999 // never 100% before it is done
+	}
+	if rate > 0 && total > done {
+		j.ETA = time.Duration(float64(total-done) / rate * float64(time.Second))
+	}
+	return j
 }
 
 // Status is a mount's answer to CmdStatus.
 type Status struct {
 	Mount MountInfo   `json:"mount"`
 	Array raid.Status `json:"array"`
-	Jobs  []Job       `json:"jobs"`
+	// Jobs are the background jobs under way or paused.
+	Jobs []Job `json:"jobs"`
+	// Scrub is the scrub under way or the last one, if any.
+	Scrub *scrub.Scrub `json:"scrub,omitempty"`
+	// Coverage says when the written regions were last verified.
+	Coverage scrub.Coverage `json:"coverage"`
+	// RebuildPaused says rebuilds are held back (lockstep rebuild pause).
+	RebuildPaused bool `json:"rebuild_paused,omitempty"`
 }

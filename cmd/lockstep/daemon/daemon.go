@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/lockstepfs/lockstep/cmd/lockstep/control"
 	"github.com/lockstepfs/lockstep/fuse"
 	"github.com/lockstepfs/lockstep/raid"
+	"github.com/lockstepfs/lockstep/scrub"
 )
 
 // Config is what lockstep mount was asked to do.
@@ -29,7 +31,10 @@ type Config struct {
 	Settings map[string]string
 	// Metrics, if set, is the address of the Prometheus endpoint.
 	Metrics string
-	Logger  *slog.Logger
+	// Rate bounds rebuilds and scrubs; the zero value means
+	// scrub.DefaultRate.
+	Rate   scrub.Rate
+	Logger *slog.Logger
 }
 
 // Daemon is a running mount.
@@ -37,6 +42,7 @@ type Daemon struct {
 	cfg      Config
 	log      *slog.Logger
 	vol      *raid.Volume
+	jobs     *scrub.Runner
 	mnt      *fuse.Mount
 	ctl      *control.Server
 	mtr      *metricsServer
@@ -81,6 +87,14 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	undo = append(undo, func() { d.vol.Close() })
+	rate := cfg.Rate
+	if rate == (scrub.Rate{}) {
+		rate = scrub.DefaultRate
+	}
+	if d.jobs, err = scrub.Start(d.vol, rate, log); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, d.jobs.Stop)
 	m.vol = d.vol
 	if cfg.Metrics != "" {
 		d.mtr, err = serveMetrics(cfg.Metrics, m, log)
@@ -176,6 +190,7 @@ func (d *Daemon) stop() {
 					<-d.gone
 				}
 			}
+			d.jobs.Stop()
 			if err := d.vol.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close volume: %w", err))
 			}
@@ -196,7 +211,25 @@ func (d *Daemon) stop() {
 func (d *Daemon) handle(_ context.Context, r control.Request) (any, error) {
 	switch r.Cmd {
 	case control.CmdStatus:
-		return control.Status{Mount: d.info, Array: d.vol.Status(), Jobs: []control.Job{}}, nil
+		return d.status()
+	case control.CmdScrub:
+		return d.scrub(r)
+	case control.CmdRebuild:
+		return d.rebuild(r)
+	case control.CmdSpare:
+		switch r.Action {
+		case "add":
+			return d.status(d.vol.AddSpare(r.Dir))
+		case "remove":
+			return d.status(d.vol.RemoveSpare(r.Dir))
+		}
+		return nil, fmt.Errorf("spare %q: use add or remove", r.Action)
+	case control.CmdReplace:
+		slot, err := d.member(r.Member)
+		if err != nil {
+			return nil, err
+		}
+		return d.status(d.vol.Replace(slot, r.Dir))
 	case control.CmdEvents:
 		return d.vol.Events(), nil
 	case control.CmdFail, control.CmdApprove:
@@ -218,8 +251,76 @@ func (d *Daemon) handle(_ context.Context, r control.Request) (any, error) {
 	case "":
 		return nil, errors.New("request names no command: send {\"cmd\": ...}")
 	}
-	return nil, fmt.Errorf("unknown command %q: use %s, %s, %s, %s or %s", r.Cmd,
-		control.CmdStatus, control.CmdEvents, control.CmdFail, control.CmdApprove, control.CmdUmount)
+	return nil, fmt.Errorf("unknown command %q: use %s", r.Cmd, strings.Join([]string{control.CmdStatus, control.CmdEvents, control.CmdFail,
+		control.CmdApprove, control.CmdScrub, control.CmdRebuild, control.CmdSpare, control.CmdReplace, control.CmdUmount}, ", "))
+}
+
+// status answers with the mount's status, unless err (what a command
+// before it did) is not nil.
+func (d *Daemon) status(err ...error) (control.Status, error) {
+	if err := errors.Join(err...); err != nil {
+		return control.Status{}, err
+	}
+	st := control.Status{Mount: d.info, Array: d.vol.Status(), Jobs: []control.Job{}, RebuildPaused: d.jobs.RebuildPaused()}
+	state := "running"
+	if st.RebuildPaused {
+		state = "paused"
+	}
+	for i, b := range st.Array.Rebuilds {
+		rate := 0.0
+		if i == 0 {
+			rate = d.jobs.RebuildRate()
+		} else {
+			state = "waiting"
+		}
+		st.Jobs = append(st.Jobs, control.NewJob(b.Kind, b.Slot, state, b.Done, b.Total, rate))
+	}
+	if s, rate, ok := d.jobs.ScrubStatus(); ok {
+		st.Scrub = &s
+		if s.State == scrub.Running || s.State == scrub.Paused {
+			st.Jobs = append(st.Jobs, control.NewJob("scrub", -1, s.State, s.Done, s.Total, rate))
+		}
+	}
+	var cerr error
+	st.Coverage, cerr = d.jobs.Coverage()
+	if cerr != nil {
+		d.log.Warn("scrub coverage", "err", cerr)
+	}
+	return st, nil
+}
+
+// scrub starts, pauses, resumes or cancels a scrub, or reports on it.
+func (d *Daemon) scrub(r control.Request) (control.Status, error) {
+	var err error
+	switch r.Action {
+	case "start":
+		_, err = d.jobs.StartScrub(r.Check)
+	case "pause":
+		_, err = d.jobs.PauseScrub()
+	case "resume":
+		_, err = d.jobs.ResumeScrub()
+	case "cancel":
+		_, err = d.jobs.CancelScrub()
+	case "status":
+	default:
+		err = fmt.Errorf("scrub %q: use start, status, pause, resume or cancel", r.Action)
+	}
+	return d.status(err)
+}
+
+// rebuild pauses or resumes rebuilds, or reports on them.
+func (d *Daemon) rebuild(r control.Request) (control.Status, error) {
+	var err error
+	switch r.Action {
+	case "pause":
+		err = d.jobs.PauseRebuild()
+	case "resume":
+		err = d.jobs.ResumeRebuild()
+	case "status":
+	default:
+		err = fmt.Errorf("rebuild %q: use status, pause or resume", r.Action)
+	}
+	return d.status(err)
 }
 
 // member finds a member by slot number or directory.

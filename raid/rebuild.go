@@ -1,0 +1,711 @@
+package raid
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/lockstepfs/lockstep/blockdev"
+)
+
+// A rebuild fills a new member (a hot spare taken by a failover, or one an
+// operator put in with Replace) stripe by stripe behind a cursor, from the
+// rest of the array. A resync does the same for a member that went away and
+// came back, over only the regions written while it was gone. Either way
+// the member takes every write at once, serves reads behind its cursor, and
+// counts for nothing (quorum, flush) until it is done. The cursor is
+// checkpointed, after the member is synced, so that a rebuild cut short by
+// a crash resumes where it was; each step is idempotent.
+
+// Kinds of rebuild.
+const (
+	KindRebuild = "rebuild" // a new member: every written region
+	KindResync  = "resync"  // a returning member: the regions it missed
+)
+
+// rebuildKey names the checkpoint of the rebuild of a slot (a job record).
+func rebuildKey(slot int) []byte {
+	return fmt.Appendf(slices.Clone(prefixJob), "rebuild/%d", slot)
+}
+
+// checkpointEvery bounds the work lost to a crash in a rebuild.
+var checkpointEvery = time.Second
+
+// rebuild is the rebuild or resync under way.
+type rebuild struct {
+	slot    int
+	uuid    string  // the member being rebuilt
+	kind    string  // KindRebuild or KindResync
+	regions []int64 // sorted regions still to do
+	done    int64   // volume bytes done
+	total   int64   // volume bytes in all
+	started time.Time
+	saved   time.Time // last checkpoint
+	lost    int64     // bytes found beyond redundancy
+}
+
+// errRoutingChanged says a rebuild step met unreadable data while members
+// came or went; it is retried.
+var errRoutingChanged = errors.New("members changed state during the step")
+
+// rebuildCheckpoint is the stored form of a rebuild.
+type rebuildCheckpoint struct {
+	Slot    int       `json:"slot"`
+	UUID    string    `json:"uuid"`
+	Kind    string    `json:"kind"`
+	Cursor  int64     `json:"cursor"` // first stripe not rebuilt
+	Done    int64     `json:"done"`
+	Total   int64     `json:"total"`
+	Started time.Time `json:"started"`
+	Lost    int64     `json:"lost,omitempty"`
+}
+
+// RebuildStatus is the rebuild or resync under way.
+type RebuildStatus struct {
+	Slot    int       `json:"slot"`
+	Kind    string    `json:"kind"`
+	Done    int64     `json:"done_bytes"`
+	Total   int64     `json:"total_bytes"`
+	Started time.Time `json:"started"`
+	Lost    int64     `json:"lost_bytes,omitempty"`
+}
+
+// Work returns a channel that is signalled when a rebuild or resync is
+// waiting to be run (with RebuildStep).
+func (v *Volume) Work() <-chan struct{} { return v.work }
+
+func (v *Volume) signalWork() {
+	select {
+	case v.work <- struct{}{}:
+	default:
+	}
+}
+
+// Rebuilds returns the rebuilds and resyncs under way, the one being run
+// first.
+func (v *Volume) Rebuilds() []RebuildStatus {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	return v.rebuildsLocked()
+}
+
+// rebuildsLocked is Rebuilds with v.pmu held.
+func (v *Volume) rebuildsLocked() []RebuildStatus {
+	var out []RebuildStatus
+	for _, j := range v.jobs {
+		out = append(out, RebuildStatus{Slot: j.slot, Kind: j.kind, Done: j.done, Total: j.total, Started: j.started, Lost: j.lost})
+	}
+	return out
+}
+
+// shardOf returns which shard of stripe s the member in slot holds.
+func (g geometry) shardOf(slot int, s int64) int {
+	if g.Parity == 0 {
+		return slot
+	}
+	n := int64(g.Members)
+	return int(((int64(slot)-s)%n + n) % n)
+}
+
+// RegionBytes is the volume data in region r.
+func (v *Volume) RegionBytes(r int64) int64 {
+	sd := v.geo.stripeData()
+	lo := min(r*v.intent.stripes*sd, v.geo.size)
+	return min((r+1)*v.intent.stripes*sd, v.geo.size) - lo
+}
+
+// RebuildStep does the next region of the rebuild or resync under way and
+// reports how many volume bytes it covered and whether any work remains.
+// When the last region is done the member is brought online. It is meant
+// to be called by one background runner, which throttles it.
+func (v *Volume) RebuildStep() (n int64, more bool, err error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if err := v.admit("rebuild", 0, 0); err != nil {
+		return 0, false, err
+	}
+	v.pmu.Lock()
+	var j *rebuild
+	var st MemberState
+	if len(v.jobs) > 0 {
+		j = v.jobs[0]
+		st = v.policy.State(j.slot)
+	}
+	v.pmu.Unlock()
+	if j == nil {
+		return 0, false, nil
+	}
+	m := v.members[j.slot]
+	if st != Rebuilding || m == nil || m.label.MemberUUID != j.uuid {
+		// The member was fenced or replaced meanwhile: its rebuild ends.
+		v.dropJob(j)
+		return 0, v.moreJobs(), v.saveRebuild(j, nil)
+	}
+	if len(j.regions) > 0 {
+		r := j.regions[0]
+		rs := v.intent.stripes
+		s0, s1 := max(r*rs, min(m.cursor.Load(), v.geo.stripes)), min((r+1)*rs, v.geo.stripes)
+		lost, err := v.rebuildStripes(m, s0, s1, j.kind)
+		if err != nil {
+			return 0, true, fmt.Errorf("rebuild member %d, stripes %d to %d: %w", j.slot, s0, s1-1, err)
+		}
+		n = v.RegionBytes(r)
+		v.pmu.Lock()
+		j.regions = j.regions[1:]
+		j.done += n
+		j.lost += lost
+		next := v.geo.stripes
+		if len(j.regions) > 0 {
+			next = j.regions[0] * rs
+		}
+		v.pmu.Unlock()
+		// What lies between is not written: it is current already.
+		m.cursor.Store(max(m.cursor.Load(), next))
+	}
+	if len(j.regions) > 0 {
+		if time.Since(j.saved) >= checkpointEvery {
+			if err := v.saveRebuild(j, m); err != nil {
+				return n, true, err
+			}
+		}
+		return n, true, nil
+	}
+	return n, v.moreJobs(), v.finishRebuild(j, m)
+}
+
+// dropJob forgets the rebuild j.
+func (v *Volume) dropJob(j *rebuild) {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	v.jobs = slices.DeleteFunc(v.jobs, func(x *rebuild) bool { return x == j })
+}
+
+// moreJobs reports whether rebuilds wait to be run.
+func (v *Volume) moreJobs() bool {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	return len(v.jobs) > 0
+}
+
+// rebuildStripes fills the member's chunks of stripes [s0, s1) from the
+// rest of the array, under the stripes' locks, and moves its cursor past
+// them. Blocks beyond redundancy are recorded as lost, and made to fail
+// their checksums on the member so that they are never served. It returns
+// the bytes lost.
+func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, error) {
+	g := v.geo
+	if s0 >= s1 {
+		return 0, nil
+	}
+	for s := s0; s < s1; s++ {
+		defer v.locks.lock(s, true)()
+	}
+	t := newTally(g.Members, false, false)
+	jobs := make([]job, 0, s1-s0)
+	writes := make([]memIO, 0, s1-s0)
+	var bufs [][]byte
+	defer func() { v.putBuf(bufs...) }()
+	get := func() []byte { b := v.getBuf(g.chunk); bufs = append(bufs, b); return b }
+	for s := s0; s < s1; s++ {
+		i := g.shardOf(m.slot, s)
+		j := job{s: s}
+		switch {
+		case g.Parity == 0:
+			j.spans = []span{{d: i / g.Copies, buf: get()}}
+		case i < g.Data:
+			j.spans = []span{{d: i, buf: get()}}
+		default:
+			for d := range g.Data {
+				j.spans = append(j.spans, span{d: d, buf: get()})
+			}
+		}
+		jobs = append(jobs, j)
+	}
+	routing := v.routing.Load()
+	v.readJobs(jobs, t)
+	if len(t.lost) > 0 && v.routing.Load() != routing {
+		// A member came or went during the reads: what looked lost may
+		// only have been out of reach. Try again with the new routing.
+		return 0, errRoutingChanged
+	}
+	poison := map[int64][]bool{} // stripe -> blocks of the member's chunk that cannot be rebuilt
+	for _, r := range t.lost {
+		i := g.shardOf(m.slot, r.s)
+		d := i
+		if g.Parity == 0 {
+			d = i / g.Copies
+		}
+		if r.d != d && i < g.Data*g.Copies {
+			continue // another chunk of the stripe; the member's own was rebuilt
+		}
+		if poison[r.s] == nil {
+			poison[r.s] = make([]bool, g.chunk/bs)
+		}
+		for b := r.off / bs; b < (r.off+r.n)/bs; b++ {
+			poison[r.s][b] = true
+		}
+	}
+	for k, j := range jobs {
+		s := s0 + int64(k)
+		buf := j.spans[0].buf
+		if i := g.shardOf(m.slot, s); g.Parity > 0 && i >= g.Data {
+			shards := make([][]byte, g.Members)
+			for d, sp := range j.spans {
+				shards[d] = sp.buf
+			}
+			for p := range g.Parity {
+				shards[g.Data+p] = get()
+			}
+			if err := v.codec.Encode(shards); err != nil {
+				return 0, fmt.Errorf("encode stripe %d: %w", s, err)
+			}
+			buf = shards[i]
+		}
+		writes = append(writes, memIO{slot: m.slot, off: s * g.chunk, buf: buf})
+	}
+	v.do(writes, true)
+	for _, w := range writes {
+		if w.err != nil {
+			return 0, fmt.Errorf("write the rebuilt data: %w", w.err)
+		}
+	}
+	if err := v.poison(m, writes, poison, s0); err != nil {
+		return 0, err
+	}
+	m.cursor.Store(max(m.cursor.Load(), s1))
+	lost := t.extents(g)
+	var n int64
+	for _, e := range lost {
+		n += e.Len
+	}
+	return n, v.addLost(lost, fmt.Sprintf("%s of member %d", kind, m.slot))
+}
+
+// poison records, for the blocks of the member that could not be rebuilt,
+// checksums that their contents fail: they read as bad until rewritten.
+func (v *Volume) poison(m *member, writes []memIO, blocks map[int64][]bool, s0 int64) error {
+	if len(blocks) == 0 {
+		return nil
+	}
+	g := v.geo
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for s, bad := range blocks {
+		buf := writes[s-s0].buf
+		for b, lost := range bad {
+			if !lost {
+				continue
+			}
+			sum := ^blockdev.Checksum(buf[int64(b)*bs : int64(b+1)*bs])
+			if err := m.m.Sums.Record((s*g.chunk)/bs+int64(b), []uint32{sum}); err != nil {
+				return fmt.Errorf("mark unrebuildable blocks of member %d: %w", m.slot, err)
+			}
+		}
+	}
+	return nil
+}
+
+// saveRebuild checkpoints the rebuild j of member m, after syncing m, so
+// that the checkpoint never runs ahead of the data. With m nil it drops
+// j's checkpoint.
+func (v *Volume) saveRebuild(j *rebuild, m *member) error {
+	var val []byte
+	if m != nil {
+		m.mu.RLock()
+		err := m.dev.Sync()
+		m.mu.RUnlock()
+		if err != nil {
+			return fmt.Errorf("sync member %d being rebuilt: %w", m.slot, err)
+		}
+		v.pmu.Lock()
+		val, _ = json.Marshal(rebuildCheckpoint{Slot: j.slot, UUID: j.uuid, Kind: j.kind, Cursor: m.cursor.Load(),
+			Done: j.done, Total: j.total, Started: j.started, Lost: j.lost})
+		j.saved = time.Now()
+		v.pmu.Unlock()
+	}
+	return v.commitAll("checkpoint the rebuild", true, func(b *blockdev.Batch) {
+		key := rebuildKey(j.slot)
+		if val == nil {
+			b.Delete(key)
+		} else {
+			b.Set(key, val)
+		}
+	})
+}
+
+// finishRebuild brings a rebuilt member online: synced, told the regions
+// ever written, its checkpoint and the others' record of what it missed
+// dropped, then marked ONLINE in a new generation.
+func (v *Volume) finishRebuild(j *rebuild, m *member) error {
+	m.mu.RLock()
+	err := m.dev.Sync()
+	if err == nil {
+		b := m.m.Meta.NewBatch()
+		for _, r := range v.intent.writtenRegions() {
+			b.Set(writtenKey(r), nil)
+		}
+		err = b.Commit(true)
+	}
+	m.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("finish the %s of member %d: %w", j.kind, j.slot, err)
+	}
+	if err := v.forgetMissed(j.slot); err != nil {
+		return err
+	}
+	if err := v.saveRebuild(j, nil); err != nil {
+		return err
+	}
+	m.cursor.Store(whole)
+	v.dropJob(j)
+	v.pmu.Lock()
+	acts := v.policy.Rebuilt(j.slot)
+	took := time.Since(j.started)
+	v.pmu.Unlock()
+	reason := fmt.Sprintf("%s of %s done in %s", j.kind, FormatSize(j.total), took.Round(time.Millisecond))
+	if j.lost > 0 {
+		reason += fmt.Sprintf("; %s could not be rebuilt (see lockstep status)", FormatSize(j.lost))
+	}
+	v.log.Info("member "+j.kind+" done", "slot", j.slot, "bytes", j.total, "took", took, "lost_bytes", j.lost)
+	v.refreshRouting()
+	err = v.record(Event{Time: v.now(), Slot: j.slot, Kind: j.kind, Old: Rebuilding.String(), New: Online.String(), Reason: reason}, true)
+	return errors.Join(err, v.apply(acts))
+}
+
+// startRebuild sets up the rebuild (or resync, of the given regions) of the
+// member now in slot and checkpoints it. v.mu is held exclusively, or the
+// volume is still being opened.
+func (v *Volume) startRebuild(slot int, kind string, regions []int64, from rebuildCheckpoint) error {
+	m := v.members[slot]
+	slices.Sort(regions)
+	j := &rebuild{slot: slot, uuid: m.label.MemberUUID, kind: kind, started: time.Now()}
+	for _, r := range regions {
+		if (r+1)*v.intent.stripes > from.Cursor {
+			j.regions = append(j.regions, r)
+			j.total += v.RegionBytes(r)
+		}
+	}
+	if from.UUID == j.uuid { // resuming
+		j.started, j.done, j.lost = from.Started, from.Done, from.Lost
+		j.total += j.done
+	}
+	m.cursor.Store(from.Cursor)
+	if len(j.regions) > 0 {
+		m.cursor.Store(max(from.Cursor, j.regions[0]*v.intent.stripes))
+	}
+	v.pmu.Lock()
+	v.jobs = slices.DeleteFunc(v.jobs, func(x *rebuild) bool { return x.slot == slot })
+	v.jobs = append(v.jobs, j)
+	v.pmu.Unlock()
+	v.refreshRouting()
+	if err := v.saveRebuild(j, m); err != nil {
+		return err
+	}
+	v.signalWork()
+	return nil
+}
+
+// failover takes a hot spare for the member in slot, if one is waiting,
+// and starts rebuilding onto it.
+func (v *Volume) failover(slot int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return
+	}
+	if err := v.failoverLocked(slot); err != nil {
+		v.log.Error("failover failed", "slot", slot, "err", err)
+	}
+}
+
+// failoverLocked is failover with v.mu held exclusively (or while opening).
+func (v *Volume) failoverLocked(slot int) error {
+	v.pmu.Lock()
+	st := v.policy.State(slot)
+	var sp *spareDisk
+	if len(v.spares) > 0 {
+		sp = v.spares[0]
+	}
+	v.pmu.Unlock()
+	if st != Faulted && st != Removed {
+		return nil // dealt with already
+	}
+	if sp == nil {
+		return v.record(Event{Time: v.now(), Slot: slot, Kind: "failover", Reason: "no hot spare is waiting: add one with lockstep spare add, or use lockstep replace"}, false)
+	}
+	err := v.takeOver(slot, sp, fmt.Sprintf("hot spare %s takes over from the %s member", sp.dir, st))
+	if err != nil {
+		// A spare that cannot be used is dropped, so that the next one
+		// gets its turn.
+		v.pmu.Lock()
+		v.spares = slices.DeleteFunc(v.spares, func(s *spareDisk) bool { return s == sp })
+		v.pmu.Unlock()
+		v.record(Event{Time: v.now(), Slot: -1, Kind: "spare-remove", Reason: fmt.Sprintf("spare %s is unusable: %v", sp.dir, err)}, true)
+		return err
+	}
+	return nil
+}
+
+// takeOver puts the member sp (a spare's label) in slot in place of the
+// member there, which is closed and never used again, and starts rebuilding
+// onto it. v.mu is held exclusively (or the volume is being opened).
+func (v *Volume) takeOver(slot int, sp *spareDisk, why string) error {
+	nm := newMember(slot, sp.dir, v.opts)
+	if err := nm.open(v.geo.memberSize(), sp.label); err != nil {
+		return fmt.Errorf("open %s: %w", sp.dir, err)
+	}
+	nm.label.Spare, nm.label.Slot = false, slot
+	nm.cursor.Store(0)
+	old := v.members[slot]
+	if old != nil {
+		old.retired.Store(true)
+		old.mu.Lock()
+		if !old.closed.Load() {
+			if err := errors.Join(old.saveCounters(), old.m.Close()); err != nil {
+				v.log.Warn("closing the replaced member", "slot", slot, "err", err)
+			}
+			old.closed.Store(true)
+		}
+		old.mu.Unlock()
+	}
+	v.pmu.Lock()
+	prev := v.policy.State(slot)
+	v.members[slot] = nm
+	v.policy.Rebuild(slot)
+	v.spares = slices.DeleteFunc(v.spares, func(s *spareDisk) bool { return s.label.MemberUUID == sp.label.MemberUUID })
+	v.pmu.Unlock()
+	v.refreshRouting()
+	err := v.record(Event{Time: v.now(), Slot: slot, Kind: "failover", Old: prev.String(), New: Rebuilding.String(), Reason: why}, true)
+	if err != nil {
+		return err
+	}
+	return v.startRebuild(slot, KindRebuild, v.intent.writtenRegions(), rebuildCheckpoint{})
+}
+
+// Spares lists the hot spares waiting.
+func (v *Volume) Spares() []string {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	var out []string
+	for _, s := range v.spares {
+		out = append(out, s.dir)
+	}
+	return out
+}
+
+// AddSpare formats dir as a hot spare of the volume. A directory that holds
+// a member this array no longer uses (fenced, replaced, stale) is wiped and
+// added as new; one that holds anything else is refused. If a slot is
+// waiting for a spare, the failover onto this one starts at once.
+func (v *Volume) AddSpare(dir string) error {
+	sp, err := v.newSpare(dir)
+	if err != nil {
+		return err
+	}
+	v.pmu.Lock()
+	v.spares = append(v.spares, sp)
+	waiting := v.policy.NeedsSpare()
+	v.pmu.Unlock()
+	if err := v.record(Event{Time: v.now(), Slot: -1, Kind: "spare-add", Reason: "hot spare " + sp.dir}, true); err != nil {
+		return err
+	}
+	if waiting >= 0 {
+		go v.failover(waiting)
+	}
+	return nil
+}
+
+// RemoveSpare takes a hot spare out of the array. Its files are left as
+// they are.
+func (v *Volume) RemoveSpare(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	v.pmu.Lock()
+	n := len(v.spares)
+	v.spares = slices.DeleteFunc(v.spares, func(s *spareDisk) bool { return s.dir == abs })
+	removed := len(v.spares) < n
+	v.pmu.Unlock()
+	if !removed {
+		return fmt.Errorf("%s is not a hot spare of this array (lockstep status lists them)", abs)
+	}
+	return v.record(Event{Time: v.now(), Slot: -1, Kind: "spare-remove", Reason: "hot spare " + abs + " removed by the operator"}, true)
+}
+
+// Replace puts a new member, formatted in dir, in slot and rebuilds onto
+// it; the member it replaces is closed and never used again. Replacing a
+// member that is online is refused, with ErrQuorum, if the array could not
+// serve without it.
+func (v *Volume) Replace(slot int, dir string) error {
+	if slot < 0 || slot >= len(v.members) {
+		return fmt.Errorf("no member in slot %d (the array has slots 0 to %d)", slot, len(v.members)-1)
+	}
+	v.pmu.Lock()
+	st := v.policy.State(slot)
+	quorum := v.geo.Survives(v.policy.serving(slot))
+	v.pmu.Unlock()
+	if st == Online && !quorum {
+		return fmt.Errorf("%w: member %d holds data that no other member can provide", ErrQuorum, slot)
+	}
+	sp, err := v.newSpare(dir)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	return v.takeOver(slot, sp, fmt.Sprintf("replaced by %s on the operator's word", sp.dir))
+}
+
+// newSpare formats dir as a spare of the array, wiping a member of this
+// array that it may hold and that is not in use.
+func (v *Volume) newSpare(dir string) (*spareDisk, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if blockdev.HoldsMember(abs) {
+		raw, err := blockdev.ReadLabel(abs)
+		if err != nil {
+			return nil, fmt.Errorf("%s holds something that is not a readable member (%v): give an empty directory", abs, err)
+		}
+		l, err := DecodeLabel(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", abs, err)
+		}
+		if l.ArrayUUID != v.base.ArrayUUID {
+			return nil, fmt.Errorf("%w: %s holds a member of array %s (%s): give an empty directory", ErrForeignMember, abs, l.ArrayName, l.ArrayUUID)
+		}
+		if v.inUse(l.MemberUUID) {
+			return nil, fmt.Errorf("%s %w of this array, in use: give another directory", abs, blockdev.ErrAlreadyMember)
+		}
+		// An old member of this array, fenced or replaced: added back as new.
+		if err := errors.Join(os.RemoveAll(filepath.Join(abs, blockdev.MetaDir)), os.Remove(filepath.Join(abs, blockdev.DataFile))); err != nil {
+			return nil, fmt.Errorf("wipe the old member in %s: %w", abs, err)
+		}
+	}
+	if _, err := checkDirs([]string{abs}, true); err != nil {
+		return nil, err
+	}
+	if _, err := fitSize(v.geo.Layout, v.geo.chunk, v.geo.size, []string{abs}); err != nil {
+		return nil, err
+	}
+	l := spareLabel(v.base)
+	if err := formatMember(abs, v.geo.memberSize(), l, nil); err != nil {
+		return nil, err
+	}
+	return &spareDisk{dir: abs, label: l}, nil
+}
+
+// inUse reports whether the member with this UUID is a current member or a
+// spare of the volume.
+func (v *Volume) inUse(uuid string) bool {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	for _, m := range v.members {
+		if m != nil && m.label.MemberUUID == uuid {
+			return true
+		}
+	}
+	for _, s := range v.spares {
+		if s.label.MemberUUID == uuid {
+			return true
+		}
+	}
+	return false
+}
+
+// loadMembership reads the roster and the rebuild checkpoint the members
+// hold: slots recorded as fenced stay fenced, a member being rebuilt goes
+// on being rebuilt (its cursor set, so that nothing reads ahead of it), and
+// the spares the roster lists join those given. It returns the checkpoint
+// of each rebuild to resume.
+func (v *Volume) loadMembership(a *assembly, states []MemberState) ([]rebuildCheckpoint, error) {
+	var none []rebuildCheckpoint
+	var first *member
+	for _, m := range v.members {
+		if m != nil {
+			first = m
+			break
+		}
+	}
+	r, ok, err := loadRoster(first)
+	if err != nil {
+		return none, err
+	}
+	v.roster = r
+	a.findSpares(r)
+	for _, s := range a.spares {
+		v.spares = append(v.spares, &spareDisk{dir: s.dir, label: s.label})
+	}
+	if !ok || len(r.Slots) != len(v.members) {
+		return none, nil
+	}
+	var resume []rebuildCheckpoint
+	for slot, e := range r.Slots {
+		m := v.members[slot]
+		switch {
+		case m == nil && e.State == Faulted.String():
+			states[slot] = Faulted
+		case m != nil && e.State == Rebuilding.String() && e.UUID == m.label.MemberUUID:
+			states[slot] = Rebuilding
+			cp := rebuildCheckpoint{Slot: slot, UUID: m.label.MemberUUID, Kind: KindRebuild}
+			raw, found, err := first.m.Meta.Get(rebuildKey(slot))
+			if err != nil {
+				return none, fmt.Errorf("rebuild checkpoint: %w", err)
+			}
+			if found {
+				var saved rebuildCheckpoint
+				if err := json.Unmarshal(raw, &saved); err != nil {
+					return none, fmt.Errorf("%w: rebuild checkpoint: %v", ErrCorruptLabel, err)
+				}
+				if saved.UUID == cp.UUID {
+					cp = saved
+				}
+			}
+			m.cursor.Store(cp.Cursor)
+			resume = append(resume, cp)
+		}
+	}
+	return resume, nil
+}
+
+// resumeRebuild restarts the rebuilds loadMembership found, then fails
+// over onto a spare any slot waiting for one, if the policy fails over by
+// itself.
+func (v *Volume) resumeRebuild(cps []rebuildCheckpoint) error {
+	for _, cp := range cps {
+		regions := v.intent.writtenRegions()
+		if cp.Kind == KindResync {
+			var err error
+			if regions, err = v.missedRegions(cp.Slot); err != nil {
+				return err
+			}
+		}
+		if err := v.startRebuild(cp.Slot, cp.Kind, regions, cp); err != nil {
+			return err
+		}
+		v.log.Warn("resuming a "+cp.Kind, "slot", cp.Slot, "from_stripe", cp.Cursor, "done_bytes", cp.Done)
+	}
+	if !v.policy.Config().AutoFailover {
+		return nil
+	}
+	for {
+		v.pmu.Lock()
+		slot, spares := v.policy.NeedsSpare(), len(v.spares)
+		v.pmu.Unlock()
+		if slot < 0 || spares == 0 {
+			return nil
+		}
+		if err := v.failoverLocked(slot); err != nil {
+			v.log.Error("failover failed", "slot", slot, "err", err)
+		}
+	}
+}

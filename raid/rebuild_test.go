@@ -1,0 +1,281 @@
+package raid_test
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockstepfs/lockstep/raid"
+	"github.com/lockstepfs/lockstep/raid/raidtest"
+)
+
+// rebuildGeometries are the layouts rebuilds are checked on.
+var rebuildGeometries = []struct {
+	layout  string
+	members int
+	chunk   int64
+}{
+	{"raid1", 2, 64 << 10},
+	{"mirror:3", 3, 16 << 10},
+	{"raid10", 4, 16 << 10},
+	{"raid5", 4, 16 << 10},
+	{"raid6", 6, 8 << 10},
+}
+
+// rebuildSize spans several write-intent regions, so that a rebuild takes
+// several steps.
+const rebuildSize = 20 << 20
+
+// workload runs writers over disjoint ranges of the volume, each checking
+// every read against its part of the model, until stop is closed. It
+// returns a function that waits for the workers and reports how many reads
+// they checked.
+func workload(t *testing.T, v *raid.Volume, m raidtest.Model, workers int, seed uint64, stop <-chan struct{}) func() int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	reads := 0
+	part := int64(len(m)) / int64(workers)
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			lo := int64(w) * part
+			mine := m[lo : lo+part]
+			buf := make([]byte, 192<<10)
+			n := 0
+			for {
+				select {
+				case <-stop:
+					mu.Lock()
+					reads += n
+					mu.Unlock()
+					return
+				default:
+				}
+				off, size := raidtest.RandomRange(rng, part, int64(len(buf)))
+				p := buf[:size]
+				if rng.IntN(2) == 0 {
+					raidtest.Fill(rng, p)
+					if _, err := v.WriteAt(p, lo+off); err != nil {
+						t.Errorf("write of %d bytes at %d: %v", size, lo+off, err)
+						return
+					}
+					copy(mine[off:], p)
+					continue
+				}
+				if _, err := v.ReadAt(p, lo+off); err != nil {
+					t.Errorf("read of %d bytes at %d: %v", size, lo+off, err)
+					return
+				}
+				if !bytes.Equal(p, mine[off:off+size]) {
+					t.Errorf("read of %d bytes at %d differs from the model", size, lo+off)
+					return
+				}
+				n++
+			}
+		})
+	}
+	return func() int { wg.Wait(); return reads }
+}
+
+// waitWork waits until the volume has a rebuild to run.
+func waitWork(t *testing.T, v *raid.Volume) {
+	t.Helper()
+	select {
+	case <-v.Work():
+	case <-time.After(20 * time.Second):
+		t.Fatal("no rebuild was started")
+	}
+}
+
+// rebuildAll runs rebuild steps until none remains and returns the volume
+// bytes they covered.
+func rebuildAll(t *testing.T, v *raid.Volume) int64 {
+	t.Helper()
+	var total int64
+	for {
+		n, more, err := v.RebuildStep()
+		if err != nil {
+			t.Fatalf("rebuild step: %v", err)
+		}
+		total += n
+		if !more {
+			return total
+		}
+	}
+}
+
+// withSlot returns dirs with slot's replaced by dir.
+func withSlot(dirs []string, slot int, dir string) []string {
+	out := slices.Clone(dirs)
+	out[slot] = dir
+	return out
+}
+
+// TestFailoverRebuildsOntoSpareUnderLoad fences a member of an array with a
+// hot spare while writers and checking readers run: the spare takes over
+// and is rebuilt, no read differs from the model at any moment, and
+// afterwards the array is optimal, a check scrub finds nothing, and the
+// members agree with the model on disk.
+func TestFailoverRebuildsOntoSpareUnderLoad(t *testing.T) {
+	for _, g := range rebuildGeometries {
+		t.Run(g.layout, func(t *testing.T) {
+			t.Parallel()
+			rng := seeded(t)
+			spare := filepath.Join(t.TempDir(), "spare")
+			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize, Spares: []string{spare}}
+			a := raidtest.New(t, c, g.members)
+			if got := a.Vol.Spares(); !slices.Equal(got, []string{spare}) {
+				t.Fatalf("spares = %v, want %v", got, []string{spare})
+			}
+			m := make(raidtest.Model, rebuildSize)
+			raidtest.Fill(rng, m[:rebuildSize/2]) // half written before; the writers add more
+			if _, err := a.Vol.WriteAt(m[:rebuildSize/2], 0); err != nil {
+				t.Fatal(err)
+			}
+			stop := make(chan struct{})
+			wait := workload(t, a.Vol, m, 3, rng.Uint64(), stop)
+			slot := rng.IntN(g.members)
+			if err := a.Vol.Fail(slot); err != nil {
+				close(stop)
+				wait()
+				t.Fatal(err)
+			}
+			waitWork(t, a.Vol)
+			if st := a.Vol.Status(); st.State != raid.ArrayRebuilding || st.Members[slot].State != "REBUILDING" || st.Members[slot].Dir != spare {
+				t.Errorf("status during the rebuild: %s, member %d %s in %s", st.State, slot, st.Members[slot].State, st.Members[slot].Dir)
+			}
+			rebuilt := rebuildAll(t, a.Vol)
+			close(stop)
+			reads := wait()
+			if t.Failed() {
+				return
+			}
+			t.Logf("rebuilt %d bytes while %d reads were checked", rebuilt, reads)
+			st := a.Vol.Status()
+			if st.State != raid.ArrayOptimal || st.Members[slot].State != "ONLINE" || len(st.Spares) != 0 || len(st.Rebuilds) != 0 {
+				t.Fatalf("after the rebuild: %+v", st)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 || len(res.Lost) != 0 {
+				t.Fatalf("check scrub after the rebuild: bad %v lost %v, %v", res.Bad, res.Lost, err)
+			}
+			a.Close(t)
+			dirs := withSlot(a.Dirs, slot, spare)
+			raidtest.CheckOnDisk(t, c, dirs, m)
+			raidtest.CheckConsistent(t, c, dirs)
+			// The old member is fenced for good: given back with the
+			// others, it is left out.
+			a.Open(t, append(dirs, a.Dirs[slot])...)
+			if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
+				t.Fatalf("reopened: %+v", st)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+		})
+	}
+}
+
+// TestRebuildResumesAfterCrash crashes the volume several times in the
+// middle of a rebuild: each time it reopens still rebuilding, resumes from
+// the checkpoint (not from zero), serves the model's data meanwhile, and in
+// the end completes with consistent members.
+func TestRebuildResumesAfterCrash(t *testing.T) {
+	raid.CheckpointEveryStep(t)
+	for _, g := range rebuildGeometries {
+		t.Run(g.layout, func(t *testing.T) {
+			t.Parallel()
+			rng := seeded(t)
+			spare := filepath.Join(t.TempDir(), "spare")
+			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize, Spares: []string{spare}}
+			a := raidtest.New(t, c, g.members)
+			m := make(raidtest.Model, rebuildSize)
+			raidtest.Fill(rng, m)
+			if _, err := a.Vol.WriteAt(m, 0); err != nil {
+				t.Fatal(err)
+			}
+			slot := rng.IntN(g.members)
+			if err := a.Vol.Fail(slot); err != nil {
+				t.Fatal(err)
+			}
+			waitWork(t, a.Vol)
+			dirs := withSlot(a.Dirs, slot, spare)
+			var total int64
+			for crash := range 3 {
+				if _, _, err := a.Vol.RebuildStep(); err != nil {
+					t.Fatal(err)
+				}
+				before := a.Vol.Rebuilds()
+				if len(before) != 1 {
+					t.Fatalf("crash %d: rebuilds under way: %+v", crash, before)
+				}
+				a.Vol.Crash()
+				a.Vol = nil
+				a.Open(t, dirs...)
+				after := a.Vol.Rebuilds()
+				if len(after) != 1 || after[0].Done != before[0].Done || after[0].Total != before[0].Total || after[0].Done == 0 {
+					t.Fatalf("crash %d: before %+v, after reopening %+v: want it resumed where it was", crash, before, after)
+				}
+				total = after[0].Total
+				raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			}
+			done := a.Vol.Rebuilds()[0].Done
+			if rest := rebuildAll(t, a.Vol); rest != total-done {
+				t.Fatalf("after the last crash the rebuild covered %d bytes, want the %d left of %d", rest, total-done, total)
+			}
+			if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
+				t.Fatalf("after the rebuild: %+v", st)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			a.Close(t)
+			raidtest.CheckOnDisk(t, c, dirs, m)
+			raidtest.CheckConsistent(t, c, dirs)
+		})
+	}
+}
+
+// TestSparseRebuildIsProportional writes a tenth of a volume, and punches
+// out a region of it again: the rebuild covers only the regions that hold
+// data, and the result reads right.
+func TestSparseRebuildIsProportional(t *testing.T) {
+	rng := seeded(t)
+	spare := filepath.Join(t.TempDir(), "spare")
+	const size = 80 << 20
+	c := raid.Config{Layout: "raid5", Chunk: 64 << 10, Size: size, Spares: []string{spare}}
+	a := raidtest.New(t, c, 4)
+	region := a.Vol.RegionStripes() * a.Vol.StripeBytes()
+	m := make(raidtest.Model, size)
+	// Three regions' worth of data, in scattered pieces within four
+	// regions; then the fourth is discarded whole.
+	picks := rng.Perm(int(size / region))[:4]
+	for _, r := range picks {
+		off := int64(r) * region
+		raidtest.Fill(rng, m[off:off+region*3/4])
+		if _, err := a.Vol.WriteAt(m[off:off+region*3/4], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := int64(picks[3]) * region
+	if err := a.Vol.Discard(gone, region); err != nil {
+		t.Fatal(err)
+	}
+	clear(m[gone : gone+region])
+	if got := len(a.Vol.WrittenRegions()); got != 3 {
+		t.Fatalf("written regions after the discard: %d, want 3", got)
+	}
+	if err := a.Vol.Fail(1); err != nil {
+		t.Fatal(err)
+	}
+	waitWork(t, a.Vol)
+	rebuilt := rebuildAll(t, a.Vol)
+	if rebuilt != 3*region {
+		t.Fatalf("rebuilt %d bytes of a %d-byte volume, want the 3 regions of %d that hold data", rebuilt, int64(size), region)
+	}
+	t.Logf("rebuilt %d of %d bytes (%.1f%%)", rebuilt, int64(size), 100*float64(rebuilt)/size)
+	raidtest.Expect(t, a.Vol, m, 0, size)
+	if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 {
+		t.Fatalf("check scrub: bad %v, %v", res.Bad, err)
+	}
+}
