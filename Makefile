@@ -45,13 +45,16 @@ soak:
 ## its baseline from the same run (medians of interleaved rounds); read
 ## latency with a slow member over a fixed 2000 reads, beside the healthy run;
 ## the write-intent log's cost and the time to recover a 2 GiB volume after a
-## crash; then fio through the mount beside a FUSE passthrough of a plain file
+## crash; rebuild and scrub rates beside a plain file's sequential writes and
+## reads, and read latency during a default-rate rebuild beside idle; then fio
+## through the mount beside a FUSE passthrough of a plain file
 bench: deps
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench 'Benchmark(IO|Encode)' -benchtime 1s -timeout 60m ./raid/ | tee bin/bench.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkSlowMember' -benchtime 2000x -timeout 20m ./raid/ | tee -a bin/bench.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkConsistency' -benchtime 1s -timeout 20m ./raid/ | tee -a bin/bench.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkRecovery' -benchtime 3x -timeout 20m ./raid/ | tee -a bin/bench.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkBackground' -benchtime 1x -timeout 30m ./scrub/ | tee -a bin/bench.txt
 	@echo
 	$(GO) run ./cmd/benchratio < bin/bench.txt
 	@echo

@@ -243,7 +243,18 @@ func (v *Volume) operator(slot int, ask func(*Policy, time.Time) ([]Action, erro
 	if err != nil {
 		return err
 	}
-	return v.apply(acts)
+	if err := v.apply(acts); err != nil {
+		return err
+	}
+	// The operator sees the failover done when the command returns (apply
+	// started it in the background too; the later of the two finds it
+	// done).
+	for _, a := range acts {
+		if a.Kind == ActFailover {
+			v.failover(a.Slot)
+		}
+	}
+	return nil
 }
 
 // report hands something seen on a member to the policy and applies what it
@@ -274,6 +285,14 @@ func (v *Volume) apply(acts []Action) error {
 			e.Old, e.New = Online.String(), Faulted.String()
 		case ActOffline:
 			e.Old, e.New = Online.String(), Offline.String()
+		case ActDown:
+			e.Old, e.New = Online.String(), Removed.String()
+		case ActResync:
+			e.Old, e.New = Removed.String(), Rebuilding.String()
+			// Nothing reads it until the resync has passed.
+			v.pmu.Lock()
+			v.members[a.Slot].cursor.Store(0)
+			v.pmu.Unlock()
 		case ActSuspend:
 			e.Old, e.New = "SERVING", ArraySuspended
 		case ActResume:
@@ -287,13 +306,19 @@ func (v *Volume) apply(acts []Action) error {
 		case ActResume:
 			v.suspended.Store(false)
 		}
-		errs = append(errs, v.record(e, a.Kind == ActFence || a.Kind == ActOffline))
+		errs = append(errs, v.record(e, a.Kind == ActFence || a.Kind == ActOffline || a.Kind == ActDown || a.Kind == ActResync))
 		switch a.Kind {
 		case ActRestart:
 			v.refreshRouting()
 			go v.restart(a.Slot, a.Reason)
 		case ActFailover:
 			go v.failover(a.Slot)
+		case ActResync:
+			regions, err := v.missedRegions(a.Slot)
+			if err == nil {
+				err = v.startRebuild(a.Slot, KindResync, regions, rebuildCheckpoint{})
+			}
+			errs = append(errs, err)
 		}
 	}
 	v.refreshRouting()
@@ -305,9 +330,24 @@ func (v *Volume) apply(acts []Action) error {
 // in when the others cannot serve the data without it: its reads then wait
 // for it instead of failing.
 func (v *Volume) refreshRouting() {
+	absent := v.route()
+	if err := v.intent.setAbsent(absent); err != nil {
+		v.log.Error("recording what absent members miss failed: they will need a rebuild, not a resync", "slots", absent, "err", err)
+	}
+}
+
+// route is refreshRouting's part under v.pmu. It returns the slots away
+// that may come back (removed, offline, or unreachable), whose misses
+// writes must record.
+func (v *Volume) route() (absent []int) {
 	v.pmu.Lock()
 	defer v.pmu.Unlock()
 	v.routing.Add(1)
+	for slot, h := range v.policy.members {
+		if h.state == Removed || h.state == Offline || (h.state == Online && h.down != 0) {
+			absent = append(absent, slot)
+		}
+	}
 	now := v.now()
 	reads := v.policy.readers(-1, now)
 	for slot, m := range v.members {
@@ -325,6 +365,7 @@ func (v *Volume) refreshRouting() {
 		m.writable.Store(st == Online || st == Rebuilding)
 		m.readable.Store(reads[slot] || st == Rebuilding)
 	}
+	return absent
 }
 
 // record stores an event in every member that takes writes, bumping the
@@ -350,7 +391,7 @@ func (v *Volume) record(e Event, bump bool) error {
 	}
 	var errs []error
 	for slot, m := range v.members {
-		if st := v.policy.State(slot); m == nil || (st != Online && st != Rebuilding) {
+		if st := v.policy.State(slot); m == nil || (st != Online && st != Rebuilding) || v.policy.members[slot].down != 0 {
 			continue
 		}
 		// A closed member is skipped without its lock: a failed restart

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/lockstepfs/lockstep/blockdev"
@@ -81,6 +82,8 @@ type intentLog struct {
 	marking bool              // a round is being committed
 	epoch   uint64            // flushes begun
 	began   map[int64]uint64  // writes begun, by region: a discard forgets a region only if none began meanwhile
+	absent  []int             // slots away that may come back: writes mark what they miss
+	missed  map[int]map[int64]bool
 }
 
 // region is one marked region: the writes under way and the flush epoch of
@@ -94,13 +97,14 @@ type region struct {
 // needs a region in it waits for.
 type markRound struct {
 	regions map[int64]bool
+	absent  []int // the slots whose misses it marks
 	done    chan struct{}
 	err     error
 }
 
 func newIntentLog(v *Volume, c Consistency) *intentLog {
 	return &intentLog{v: v, enabled: c != ConsistencyResync, stripes: max(1, regionBytes/v.geo.stripeData()),
-		regions: map[int64]*region{}, written: map[int64]bool{}, began: map[int64]uint64{}}
+		regions: map[int64]*region{}, written: map[int64]bool{}, began: map[int64]uint64{}, missed: map[int]map[int64]bool{}}
 }
 
 // load reads the regions ever written from the members.
@@ -167,7 +171,7 @@ func (l *intentLog) begin(regions []int64) error {
 func (l *intentLog) queue(regions []int64) *markRound {
 	var round *markRound
 	for _, r := range regions {
-		if _, ok := l.regions[r]; (ok || !l.enabled) && l.written[r] {
+		if !l.needsMark(r) {
 			continue
 		}
 		if l.next == nil {
@@ -177,6 +181,21 @@ func (l *intentLog) queue(regions []int64) *markRound {
 		round = l.next
 	}
 	return round
+}
+
+// needsMark reports whether a write to region r must wait for marks: its
+// intent, its place in the written set, or its miss by an absent slot.
+// l.mu is held.
+func (l *intentLog) needsMark(r int64) bool {
+	if _, ok := l.regions[r]; !(ok || !l.enabled) || !l.written[r] {
+		return true
+	}
+	for _, s := range l.absent {
+		if !l.missed[s][r] {
+			return true
+		}
+	}
+	return false
 }
 
 // await waits until round is committed: it commits it itself, with any
@@ -193,14 +212,18 @@ func (l *intentLog) await(round *markRound) error {
 	for l.next != nil {
 		r := l.next
 		l.next = nil
+		r.absent = slices.Clone(l.absent)
 		l.mu.Unlock()
-		r.err = l.commit(r.regions)
+		r.err = l.commit(r.regions, r.absent)
 		l.mu.Lock()
 		if r.err == nil {
 			for reg := range r.regions {
 				l.written[reg] = true
 				if l.enabled && l.regions[reg] == nil {
 					l.regions[reg] = &region{epoch: l.epoch}
+				}
+				for _, s := range r.absent {
+					l.missedBy(s)[reg] = true
 				}
 			}
 		}
@@ -266,15 +289,82 @@ func (l *intentLog) end(regions []int64) {
 // commit marks regions written (and their intents, if the policy keeps
 // them) in every member that takes writes, synced. It fails only if too few
 // members hold the marks for the array to find them after a crash.
-func (l *intentLog) commit(regions map[int64]bool) error {
+func (l *intentLog) commit(regions map[int64]bool, absent []int) error {
 	return l.v.commitAll("mark write intents", true, func(b *blockdev.Batch) {
 		for r := range regions {
 			if l.enabled {
 				b.Set(intentKey(r), nil)
 			}
 			b.Set(writtenKey(r), nil)
+			for _, s := range absent {
+				b.Set(regionKey(missedPrefix(s), r), nil)
+			}
 		}
 	})
+}
+
+// missedBy returns the regions slot is known to have missed. l.mu is held.
+func (l *intentLog) missedBy(slot int) map[int64]bool {
+	if l.missed[slot] == nil {
+		l.missed[slot] = map[int64]bool{}
+	}
+	return l.missed[slot]
+}
+
+// setAbsent records which slots are away and may come back. A slot newly
+// away is taken to have missed, besides what is written from now on, the
+// regions that writes under way may have touched: the intents (or, with
+// no intents kept, every region written), marked durably before anything
+// else is written.
+func (l *intentLog) setAbsent(slots []int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var fresh []int
+	for _, s := range slots {
+		if !slices.Contains(l.absent, s) {
+			fresh = append(fresh, s)
+		}
+	}
+	l.absent = slices.Clone(slots)
+	if len(fresh) == 0 {
+		return nil
+	}
+	var touched []int64
+	if l.enabled {
+		for r := range l.regions {
+			touched = append(touched, r)
+		}
+	} else {
+		for r := range l.written {
+			touched = append(touched, r)
+		}
+	}
+	if len(touched) == 0 {
+		return nil
+	}
+	err := l.v.commitAll("mark regions missed", true, func(b *blockdev.Batch) {
+		for _, s := range fresh {
+			for _, r := range touched {
+				b.Set(regionKey(missedPrefix(s), r), nil)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range fresh {
+		for _, r := range touched {
+			l.missedBy(s)[r] = true
+		}
+	}
+	return nil
+}
+
+// forgetMissed drops what slot missed from memory, once it is resynced.
+func (l *intentLog) forgetMissed(slot int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.missed, slot)
 }
 
 // flushBegun starts a flush epoch and returns it.

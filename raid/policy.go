@@ -151,9 +151,11 @@ const (
 	ActResume                     // serve again
 	ActNote                       // only record an event
 	ActOffline                    // mark it OFFLINE on the operator's word: no I/O, no failover
+	ActDown                       // it is gone or unresponsive but kept: it misses writes until it answers
+	ActResync                     // it answers again after missing writes: resync it over what it missed
 )
 
-var actionNames = [...]string{"restart", "fence", "failover", "sit-out", "rejoin", "suspend", "resume", "note", "offline"}
+var actionNames = [...]string{"restart", "fence", "failover", "sit-out", "rejoin", "suspend", "resume", "note", "offline", "down", "resync"}
 
 func (k ActionKind) String() string { return actionNames[k] }
 
@@ -323,7 +325,13 @@ func (p *Policy) Probe(slot int, answered, gone bool, now time.Time) []Action {
 		return p.fail(slot, CondUnresponsive, fmt.Sprintf("no answer to a probe within %s", p.cfg.HealthTimeout), now)
 	}
 	var out []Action
-	if h.down != 0 {
+	switch {
+	case h.down != 0 && !p.suspended:
+		// The others served without it: it missed their writes.
+		h.down, h.state = 0, Rebuilding
+		out = append(out, Action{Kind: ActResync, Slot: slot, Reason: "answers again: resyncing what it missed"})
+	case h.down != 0:
+		// Writes were refused while it was needed: it missed nothing.
 		h.down = 0
 		out = append(out, Action{Kind: ActNote, Slot: slot, Reason: "answers again"})
 		out = append(out, p.maybeResume()...)
@@ -510,7 +518,7 @@ func (p *Policy) goDown(slot int, c Condition, why string, now time.Time) []Acti
 		return nil
 	}
 	h.down = c
-	out := []Action{{Kind: ActNote, Slot: slot, Reason: why}}
+	out := []Action{{Kind: ActDown, Slot: slot, Reason: why}}
 	if !p.suspended && !p.layout.Survives(p.serving(-1)) {
 		p.suspended = true
 		out = append(out, Action{Kind: ActSuspend, Slot: -1, Reason: fmt.Sprintf("below quorum: member %d is %s", slot, c)})

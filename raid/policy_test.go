@@ -72,8 +72,8 @@ func TestLevelsTable(t *testing.T) {
 		}
 		b.WriteString("\n")
 	}
-	want := `level 0: gone=note unresponsive=note I/O-errors=note checksum-mismatches=note persistently-slow=sit-out
-level 1: gone=restart unresponsive=note I/O-errors=note checksum-mismatches=note persistently-slow=sit-out
+	want := `level 0: gone=down unresponsive=down I/O-errors=note checksum-mismatches=note persistently-slow=sit-out
+level 1: gone=restart unresponsive=down I/O-errors=note checksum-mismatches=note persistently-slow=sit-out
 level 2: gone=restart unresponsive=restart I/O-errors=note checksum-mismatches=note persistently-slow=sit-out
 level 3: gone=restart unresponsive=restart I/O-errors=restart checksum-mismatches=note persistently-slow=sit-out
 level 4: gone=restart unresponsive=restart I/O-errors=restart checksum-mismatches=restart persistently-slow=sit-out
@@ -138,14 +138,19 @@ func TestSuspendAndResume(t *testing.T) {
 	// Level 1 does not fail unresponsive members: they are kept, and the
 	// volume suspends when too few answer.
 	p := testPolicy(t, "raid5", 3, func(c *PolicyConfig) { c.FailureLevel = 1 })
-	if got := kinds(p.Probe(0, false, false, t0)); got != "note" || p.Suspended() {
+	if got := kinds(p.Probe(0, false, false, t0)); got != "down" || p.Suspended() {
 		t.Fatalf("first unresponsive member: %s, suspended %v", got, p.Suspended())
 	}
-	if got := kinds(p.Probe(1, false, false, t0)); got != "note,suspend" || !p.Suspended() {
+	if got := kinds(p.Probe(1, false, false, t0)); got != "down,suspend" || !p.Suspended() {
 		t.Fatalf("second unresponsive member of raid5: %s, suspended %v", got, p.Suspended())
 	}
-	if got := kinds(p.Probe(1, true, false, t0.Add(time.Second))); got != "note,resume" || p.Suspended() {
-		t.Fatalf("member back: %s, suspended %v", got, p.Suspended())
+	// Back while the volume refused writes: it missed nothing.
+	if got := kinds(p.Probe(1, true, false, t0.Add(time.Second))); got != "note,resume" || p.Suspended() || p.State(1) != Online {
+		t.Fatalf("member back: %s, suspended %v, state %s", got, p.Suspended(), p.State(1))
+	}
+	// Back after the others served without it: it is resynced.
+	if got := kinds(p.Probe(0, true, false, t0.Add(2*time.Second))); got != "resync" || p.State(0) != Rebuilding {
+		t.Fatalf("member back after missing writes: %s, state %s", got, p.State(0))
 	}
 	// At level 2 an unresponsive member that cannot be fenced (the array
 	// needs it) suspends the volume after its restart fails.
@@ -154,7 +159,7 @@ func TestSuspendAndResume(t *testing.T) {
 	if got := kinds(p.Probe(1, false, false, t0)); got != "restart" {
 		t.Fatalf("unresponsive last copy: %s", got)
 	}
-	if got := kinds(p.Restarted(1, false, "timed out", t0)); got != "note,note,suspend" || !p.Suspended() {
+	if got := kinds(p.Restarted(1, false, "timed out", t0)); got != "note,down,suspend" || !p.Suspended() {
 		t.Fatalf("failed restart of the last copy: %s, suspended %v", got, p.Suspended())
 	}
 	if got := kinds(p.Probe(1, true, false, t0.Add(time.Minute))); got != "note,resume" {
@@ -208,7 +213,7 @@ func TestCorrelatedFailuresAreNotMassFenced(t *testing.T) {
 	}
 	// An unresponsive member in a correlated burst is kept and marked down.
 	acts = p.Probe(4, false, false, t0.Add(10*time.Second))
-	if kinds(acts) != "note,note" || p.ReadsAllowed(4, t0.Add(10*time.Second)) {
+	if kinds(acts) != "note,down" || p.ReadsAllowed(4, t0.Add(10*time.Second)) {
 		t.Fatalf("third, unresponsive: %v", acts)
 	}
 	// Long after, a lone failure is handled as usual again.

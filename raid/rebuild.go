@@ -377,10 +377,13 @@ func (v *Volume) finishRebuild(j *rebuild, m *member) error {
 }
 
 // startRebuild sets up the rebuild (or resync, of the given regions) of the
-// member now in slot and checkpoints it. v.mu is held exclusively, or the
-// volume is still being opened.
+// member now in slot and checkpoints it. The member is read nowhere ahead
+// of its cursor already (v.mu is held exclusively, or the volume is being
+// opened, or the member was away).
 func (v *Volume) startRebuild(slot int, kind string, regions []int64, from rebuildCheckpoint) error {
+	v.pmu.Lock()
 	m := v.members[slot]
+	v.pmu.Unlock()
 	slices.Sort(regions)
 	j := &rebuild{slot: slot, uuid: m.label.MemberUUID, kind: kind, started: time.Now()}
 	for _, r := range regions {
@@ -389,7 +392,7 @@ func (v *Volume) startRebuild(slot int, kind string, regions []int64, from rebui
 			j.total += v.RegionBytes(r)
 		}
 	}
-	if from.UUID == j.uuid { // resuming
+	if from.UUID == j.uuid && !from.Started.IsZero() { // resuming
 		j.started, j.done, j.lost = from.Started, from.Done, from.Lost
 		j.total += j.done
 	}
@@ -651,30 +654,68 @@ func (v *Volume) loadMembership(a *assembly, states []MemberState) ([]rebuildChe
 	var resume []rebuildCheckpoint
 	for slot, e := range r.Slots {
 		m := v.members[slot]
+		if m == nil && (e.State == Removed.String() || e.State == Offline.String() || e.State == Rebuilding.String()) {
+			// A member that went away and kept its label comes back to
+			// be resynced over what it missed.
+			for _, s := range a.stale {
+				if s.label.Slot != slot || s.label.MemberUUID != e.UUID {
+					continue
+				}
+				back := newMember(slot, s.dir, v.opts)
+				if err := back.open(v.geo.memberSize(), s.label); err != nil {
+					v.log.Warn("a member that came back cannot be opened; it stays out", "slot", slot, "dir", s.dir, "err", err)
+					break
+				}
+				if err := back.loadCounters(); err != nil {
+					back.m.Close()
+					return none, err
+				}
+				back.cursor.Store(0)
+				v.members[slot], m = back, back
+				e.State = Rebuilding.String()
+				if cp, err := v.savedRebuild(first, slot, back.label.MemberUUID); err != nil || cp.Kind != KindResync {
+					// Not resynced before: from the start.
+					e.State = "back"
+				}
+			}
+		}
 		switch {
+		case m != nil && e.State == "back":
+			states[slot] = Rebuilding
+			resume = append(resume, rebuildCheckpoint{Slot: slot, UUID: m.label.MemberUUID, Kind: KindResync, Started: time.Time{}})
 		case m == nil && e.State == Faulted.String():
 			states[slot] = Faulted
 		case m != nil && e.State == Rebuilding.String() && e.UUID == m.label.MemberUUID:
 			states[slot] = Rebuilding
-			cp := rebuildCheckpoint{Slot: slot, UUID: m.label.MemberUUID, Kind: KindRebuild}
-			raw, found, err := first.m.Meta.Get(rebuildKey(slot))
+			cp, err := v.savedRebuild(first, slot, m.label.MemberUUID)
 			if err != nil {
-				return none, fmt.Errorf("rebuild checkpoint: %w", err)
-			}
-			if found {
-				var saved rebuildCheckpoint
-				if err := json.Unmarshal(raw, &saved); err != nil {
-					return none, fmt.Errorf("%w: rebuild checkpoint: %v", ErrCorruptLabel, err)
-				}
-				if saved.UUID == cp.UUID {
-					cp = saved
-				}
+				return none, err
 			}
 			m.cursor.Store(cp.Cursor)
 			resume = append(resume, cp)
 		}
 	}
 	return resume, nil
+}
+
+// savedRebuild returns the checkpoint first holds of the rebuild of the
+// member uuid in slot, or one from the start of a rebuild if it has none.
+func (v *Volume) savedRebuild(first *member, slot int, uuid string) (rebuildCheckpoint, error) {
+	cp := rebuildCheckpoint{Slot: slot, UUID: uuid, Kind: KindRebuild}
+	raw, found, err := first.m.Meta.Get(rebuildKey(slot))
+	if err != nil {
+		return cp, fmt.Errorf("rebuild checkpoint: %w", err)
+	}
+	if found {
+		var saved rebuildCheckpoint
+		if err := json.Unmarshal(raw, &saved); err != nil {
+			return cp, fmt.Errorf("%w: rebuild checkpoint: %v", ErrCorruptLabel, err)
+		}
+		if saved.UUID == uuid {
+			cp = saved
+		}
+	}
+	return cp, nil
 }
 
 // resumeRebuild restarts the rebuilds loadMembership found, then fails
@@ -686,6 +727,15 @@ func (v *Volume) resumeRebuild(cps []rebuildCheckpoint) error {
 		if cp.Kind == KindResync {
 			var err error
 			if regions, err = v.missedRegions(cp.Slot); err != nil {
+				return err
+			}
+		}
+		if cp.Kind == KindResync && cp.Started.IsZero() {
+			// Back from away: a new generation takes it in (its label
+			// was left behind), rebuilding.
+			err := v.record(Event{Time: v.now(), Slot: cp.Slot, Kind: KindResync, Old: Removed.String(), New: Rebuilding.String(),
+				Reason: fmt.Sprintf("member came back: resyncing the %d region(s) written while it was away", len(regions))}, true)
+			if err != nil {
 				return err
 			}
 		}

@@ -37,6 +37,7 @@ func (v *Volume) missedRegions(slot int) ([]int64, error) {
 
 // forgetMissed drops the record of what slot missed, once it is resynced.
 func (v *Volume) forgetMissed(slot int) error {
+	v.intent.forgetMissed(slot)
 	return v.eachWritable("forget missed regions", func(m *member) error {
 		b := m.m.Meta.NewBatch()
 		err := scanRegions(m, missedPrefix(slot), func(r int64) { b.Delete(regionKey(missedPrefix(slot), r)) })
@@ -47,4 +48,34 @@ func (v *Volume) forgetMissed(slot int) error {
 	})
 }
 
-var _ = blockdev.BlockSize
+// loadMissed reads what the absent slots missed in earlier mounts. After an
+// unclean shutdown an absent slot may have been present when the writes
+// under way were cut short: every written region counts as missed then.
+func (v *Volume) loadMissed(unclean bool) error {
+	v.intent.mu.Lock()
+	absent := slices.Clone(v.intent.absent)
+	v.intent.mu.Unlock()
+	for _, slot := range absent {
+		regions, err := v.missedRegions(slot)
+		if err != nil {
+			return err
+		}
+		if unclean {
+			regions = v.intent.writtenRegions()
+			err := v.commitAll("mark regions missed", true, func(b *blockdev.Batch) {
+				for _, r := range regions {
+					b.Set(regionKey(missedPrefix(slot), r), nil)
+				}
+			})
+			if err != nil {
+				return err
+			}
+		}
+		v.intent.mu.Lock()
+		for _, r := range regions {
+			v.intent.missedBy(slot)[r] = true
+		}
+		v.intent.mu.Unlock()
+	}
+	return nil
+}

@@ -51,6 +51,9 @@ func (v *Volume) rosterNow() roster {
 	r := roster{Slots: make([]rosterEntry, len(v.members))}
 	for slot, m := range v.members {
 		e := rosterEntry{State: v.policy.State(slot).String()}
+		if h := v.policy.members[slot]; h.state == Online && h.down != 0 {
+			e.State = Removed.String() // away: it comes back through a resync
+		}
 		if m != nil {
 			e.UUID, e.Dir = m.label.MemberUUID, m.dir
 		} else if slot < len(v.roster.Slots) {

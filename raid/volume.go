@@ -254,11 +254,17 @@ func Open(dirs []string, o Options) (*Volume, error) {
 	}
 	v.policy = NewPolicy(o.Policy, a.layout, states)
 	v.refreshRouting()
-	if a.state == ArrayDegraded {
+	var missing []int
+	for slot, m := range v.members {
+		if m == nil {
+			missing = append(missing, slot)
+		}
+	}
+	if len(missing) > 0 {
 		// Writes from now on miss the absent members: a new generation
 		// makes them stale, so that they are never taken for current.
 		err := v.record(Event{Time: v.now(), Slot: -1, Kind: "assemble", Old: ArrayOptimal, New: ArrayDegraded,
-			Reason: fmt.Sprintf("assembled without slots %v", a.missingSlots())}, true)
+			Reason: fmt.Sprintf("assembled without slots %v", missing)}, true)
 		if err != nil {
 			v.closeMembers()
 			return nil, err
@@ -269,6 +275,9 @@ func Open(dirs []string, o Options) (*Volume, error) {
 		return nil, err
 	}
 	unclean, err := v.wasUnclean()
+	if err == nil {
+		err = v.loadMissed(unclean)
+	}
 	if err == nil && unclean {
 		err = v.recoverUnclean(o.Consistency)
 	}
@@ -615,5 +624,24 @@ func (l *stripeLocks) lock(s int64, exclusive bool) func() {
 			delete(l.locks, s)
 		}
 		l.mu.Unlock()
+	}
+}
+
+// Crash closes the members as a killed process leaves them: nothing is
+// flushed, and the array is not marked clean, so that the next Open
+// recovers. The volume is unusable afterwards. It is for tests and
+// benchmarks of crash recovery that do without a child process to kill.
+func (v *Volume) Crash() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.closed = true
+	close(v.stop)
+	v.monitoring.Wait()
+	for _, m := range v.members {
+		if m != nil && !m.closed.Load() {
+			m.m.Data.Close()
+			m.m.Meta.Close()
+			m.closed.Store(true)
+		}
 	}
 }

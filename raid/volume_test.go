@@ -189,23 +189,31 @@ func TestFailedMembers(t *testing.T) {
 		raidtest.Expect(t, a.Vol, m, 0, volSize)
 		randomOps(t, rng, a.Vol, m, 300, maxLen)
 
-		// The members missed writes (and were fenced, unless the policy
-		// took their failing together for a shared fault): given back,
-		// they stay out.
+		// The members missed writes. Given back, those that were fenced
+		// stay out; those the policy kept (taking their failing together
+		// for a shared fault) are resynced over what they missed.
 		a.Open(t, a.Dirs...)
 		st := a.Vol.Status()
 		for _, s := range failed {
-			if st.Members[s].State != raid.Faulted.String() && st.Members[s].State != raid.Removed.String() {
-				t.Fatalf("member %d, left out while the array was written, came back %s", s, st.Members[s].State)
+			if st := st.Members[s].State; st != raid.Faulted.String() && st != raid.Rebuilding.String() {
+				t.Fatalf("member %d, left out while the array was written, came back %s", s, st)
 			}
 		}
 		raidtest.Expect(t, a.Vol, m, 0, volSize)
+		rebuildAll(t, a.Vol)
+		raidtest.Expect(t, a.Vol, m, 0, volSize)
+		st = a.Vol.Status()
+		for _, s := range failed {
+			if st := st.Members[s].State; st != raid.Faulted.String() && st != raid.Online.String() {
+				t.Fatalf("member %d after its resync: %s", s, st)
+			}
+		}
 
 		// Beyond redundancy: reads fail with ErrUnrecoverable or return
 		// the model's data, never anything else.
 		present := make([]bool, l.Members)
 		for i := range present {
-			present[i] = !contains(failed, i)
+			present[i] = st.Members[i].State == raid.Online.String()
 		}
 		for _, s := range rng.Perm(l.Members) {
 			if !l.Survives(present) {

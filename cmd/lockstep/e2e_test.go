@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -646,5 +647,78 @@ func TestOrdinaryUserMountsWithFusermount(t *testing.T) {
 	}
 	if isMounted(mnt) {
 		t.Fatal("still mounted after umount")
+	}
+}
+
+// TestSparesRebuildAndScrubThroughTheCLI drives failover onto a hot spare,
+// replace, spare add and remove, and scrub through the commands, with the
+// data checked against what was written.
+func TestSparesRebuildAndScrubThroughTheCLI(t *testing.T) {
+	e := newEnv(t)
+	spare := filepath.Join(e.root, "spare")
+	var dirs []string
+	for i := range 4 {
+		dirs = append(dirs, filepath.Join(e.root, fmt.Sprintf("disk%d", i)))
+	}
+	e.run(append([]string{"create", "--layout", "raid5", "--chunk", "64KiB", "--size", "96MiB", "--spare", spare}, dirs...)...)
+	mnt := e.mount(dirs)
+	src, want := e.pattern("data", 40<<20, 7)
+	e.tool("dd", "if="+src, "of="+filepath.Join(mnt, "volume"), "bs=1M", "oflag=direct", "conv=notrunc", "status=none")
+
+	// A fenced member: the spare takes over and is rebuilt.
+	e.run("fail", mnt, "2")
+	out := e.run("rebuild", "status", "--wait", mnt)
+	if !strings.Contains(out, "no rebuild under way; array OPTIMAL") {
+		t.Fatalf("rebuild status --wait:\n%s", out)
+	}
+	st := e.status(mnt)
+	if m := st.Array.Members[2]; m.State != "ONLINE" || m.Dir != spare || len(st.Array.Spares) != 0 {
+		t.Fatalf("after the failover: member 2 %s in %s, spares %v", m.State, m.Dir, st.Array.Spares)
+	}
+	if got := e.readVolume(mnt, 0, int64(len(want))); !bytes.Equal(got, want) {
+		t.Fatal("the volume differs from what was written after the rebuild")
+	}
+	events := e.run("events", mnt)
+	for _, s := range []string{"member 2 failover FAULTED -> REBUILDING", "member 2 rebuild REBUILDING -> ONLINE"} {
+		if !strings.Contains(events, s) {
+			t.Errorf("events do not show %q:\n%s", s, events)
+		}
+	}
+
+	// A check scrub over everything written finds nothing.
+	out = e.run("scrub", "start", "--check", "--wait", mnt)
+	if !strings.Contains(out, "scrub (check): finished") || !strings.Contains(out, "nothing found") || !strings.Contains(out, "0 never verified") {
+		t.Fatalf("scrub start --check --wait:\n%s", out)
+	}
+	st = e.status(mnt)
+	if st.Scrub == nil || st.Scrub.State != "finished" || st.Scrub.Done < int64(len(want)) || st.Coverage.Never != 0 {
+		t.Fatalf("scrub status: %+v, coverage %+v", st.Scrub, st.Coverage)
+	}
+	if _, err := e.try("scrub", "pause", mnt); err == nil || !strings.Contains(err.Error(), "no scrub is under way") {
+		t.Fatalf("scrub pause with none running: %v", err)
+	}
+
+	// Spares come and go; replace puts a new member in.
+	spare2 := filepath.Join(e.root, "spare2")
+	e.run("spare", "add", mnt, spare2)
+	if st := e.status(mnt); !slices.Equal(st.Array.Spares, []string{spare2}) {
+		t.Fatalf("spares after spare add: %v", st.Array.Spares)
+	}
+	if _, err := e.try("spare", "add", mnt, dirs[1]); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("spare add of a member in use: %v", err)
+	}
+	e.run("spare", "remove", mnt, spare2)
+	newDir := filepath.Join(e.root, "new0")
+	e.run("replace", mnt, "0", newDir)
+	e.run("rebuild", "status", "--wait", mnt)
+	st = e.status(mnt)
+	if st.Array.State != raid.ArrayOptimal || st.Array.Members[0].Dir != newDir || len(st.Array.Spares) != 0 {
+		t.Fatalf("after replace: %s, member 0 in %s, spares %v", st.Array.State, st.Array.Members[0].Dir, st.Array.Spares)
+	}
+	if _, err := e.try("replace", mnt, "9", newDir); err == nil || !strings.Contains(err.Error(), "no slot 9") {
+		t.Fatalf("replace of slot 9: %v", err)
+	}
+	if got := e.readVolume(mnt, 0, int64(len(want))); !bytes.Equal(got, want) {
+		t.Fatal("the volume differs from what was written after the replace")
 	}
 }
