@@ -77,7 +77,7 @@ fuzz:
 demo: build
 	@if [ -d $(DEMO)/mnt ]; then $(BIN) umount $(DEMO)/mnt 2>/dev/null || true; fi
 	rm -rf $(DEMO) && mkdir -p $(DEMO)/mnt
-	$(BIN) create --layout raid6 --size 256MiB --name demo $(DEMO)/disk0 $(DEMO)/disk1 $(DEMO)/disk2 $(DEMO)/disk3 $(DEMO)/disk4 $(DEMO)/disk5
+	$(BIN) create --layout raid6 --size 256MiB --name demo --spare $(DEMO)/spare0 $(DEMO)/disk0 $(DEMO)/disk1 $(DEMO)/disk2 $(DEMO)/disk3 $(DEMO)/disk4 $(DEMO)/disk5
 	$(BIN) mount --daemon $(DEMO)/disk0 $(DEMO)/disk1 $(DEMO)/disk2 $(DEMO)/disk3 $(DEMO)/disk4 $(DEMO)/disk5 $(DEMO)/mnt
 	$(BIN) status $(DEMO)/mnt
 

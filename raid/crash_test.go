@@ -265,6 +265,12 @@ func crashOnce(t *testing.T, rng *rand.Rand, c raid.Config, members, degraded, l
 	a := &raidtest.Array{Dirs: all, Config: c, Options: raid.Options{Consistency: policy, OnEvent: ev.on, Logger: quiet}}
 	a.Open(t, dirs...)
 	ev.waitFor(t, "recover", -1)
+	// A check scrub, before any read can repair what it finds, finds the
+	// copies, parity and checksums in agreement.
+	res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true)
+	if err != nil || sum(res.Bad) != 0 || len(res.Lost) != 0 {
+		t.Fatalf("iteration %d: check scrub after recovery: bad blocks %v, lost %v, %v", it, res.Bad, res.Lost, err)
+	}
 	whole := checkBlocks(t, a.Vol, ok, fmt.Sprintf("iteration %d after recovery", it))
 	a.Close(t)
 	if degraded == 0 {

@@ -33,7 +33,10 @@ func rebuildKey(slot int) []byte {
 }
 
 // checkpointEvery bounds the work lost to a crash in a rebuild.
-var checkpointEvery = time.Second
+var checkpointEvery = 10 * time.Second
+
+// rebuildBatch is how many regions a rebuild step does at once.
+var rebuildBatch = 4
 
 // rebuild is the rebuild or resync under way.
 type rebuild struct {
@@ -111,6 +114,12 @@ func (g geometry) shardOf(slot int, s int64) int {
 	return int(((int64(slot)-s)%n + n) % n)
 }
 
+// stripesBytes is the volume data in stripes [s0, s1).
+func (v *Volume) stripesBytes(s0, s1 int64) int64 {
+	sd := v.geo.stripeData()
+	return min(s1*sd, v.geo.size) - min(s0*sd, v.geo.size)
+}
+
 // RegionBytes is the volume data in region r.
 func (v *Volume) RegionBytes(r int64) int64 {
 	sd := v.geo.stripeData()
@@ -118,11 +127,14 @@ func (v *Volume) RegionBytes(r int64) int64 {
 	return min((r+1)*v.intent.stripes*sd, v.geo.size) - lo
 }
 
-// RebuildStep does the next region of the rebuild or resync under way and
+// RebuildStep does the next part of the rebuild or resync under way and
 // reports how many volume bytes it covered and whether any work remains.
+// It covers up to budget volume bytes (0 or less: a few regions): whole
+// regions, in parallel, or, for less than a region, a run of stripes of
+// one.
 // When the last region is done the member is brought online. It is meant
 // to be called by one background runner, which throttles it.
-func (v *Volume) RebuildStep() (n int64, more bool, err error) {
+func (v *Volume) RebuildStep(budget int64) (n int64, more bool, err error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if err := v.admit("rebuild", 0, 0); err != nil {
@@ -146,24 +158,53 @@ func (v *Volume) RebuildStep() (n int64, more bool, err error) {
 		return 0, v.moreJobs(), v.saveRebuild(j, nil)
 	}
 	if len(j.regions) > 0 {
-		r := j.regions[0]
-		rs := v.intent.stripes
-		s0, s1 := max(r*rs, min(m.cursor.Load(), v.geo.stripes)), min((r+1)*rs, v.geo.stripes)
-		lost, err := v.rebuildStripes(m, s0, s1, j.kind)
-		if err != nil {
-			return 0, true, fmt.Errorf("rebuild member %d, stripes %d to %d: %w", j.slot, s0, s1-1, err)
+		rs, region := v.intent.stripes, v.intent.stripes*v.geo.stripeData()
+		if budget <= 0 {
+			budget = int64(rebuildBatch) * region
 		}
-		n = v.RegionBytes(r)
+		// Whole regions, a few at once to keep every member's queue
+		// busy; or a run of stripes of the first.
+		count := int(min(int64(len(j.regions)), budget/region))
+		spans := make([][2]int64, 0, count)
+		cursor := min(m.cursor.Load(), v.geo.stripes)
+		for _, r := range j.regions[:count] {
+			spans = append(spans, [2]int64{max(r*rs, cursor), min((r+1)*rs, v.geo.stripes)})
+		}
+		if count == 0 {
+			r := j.regions[0]
+			s0 := max(r*rs, cursor)
+			spans = append(spans, [2]int64{s0, min(s0+max(1, budget/v.geo.stripeData()), (r+1)*rs, v.geo.stripes)})
+		}
+		lost := make([]int64, len(spans))
+		errs := make([]error, len(spans))
+		parallel(len(spans), func(i int) {
+			s0, s1 := spans[i][0], spans[i][1]
+			if lost[i], errs[i] = v.rebuildStripes(m, s0, s1, j.kind); errs[i] != nil {
+				errs[i] = fmt.Errorf("rebuild member %d, stripes %d to %d: %w", j.slot, s0, s1-1, errs[i])
+			}
+		})
+		if err := errors.Join(errs...); err != nil {
+			return 0, true, err
+		}
+		end := spans[len(spans)-1][1]
 		v.pmu.Lock()
-		j.regions = j.regions[1:]
+		for i, sp := range spans {
+			n += v.stripesBytes(sp[0], sp[1])
+			j.lost += lost[i]
+		}
+		if end >= min((j.regions[len(spans)-1]+1)*rs, v.geo.stripes) {
+			j.regions = j.regions[len(spans):]
+		}
 		j.done += n
-		j.lost += lost
-		next := v.geo.stripes
+		next := end
 		if len(j.regions) > 0 {
-			next = j.regions[0] * rs
+			next = max(end, j.regions[0]*rs)
+		} else {
+			next = v.geo.stripes
 		}
 		v.pmu.Unlock()
-		// What lies between is not written: it is current already.
+		// Past what was just written; and what lies between it and the
+		// next region is not written: it is current already.
 		m.cursor.Store(max(m.cursor.Load(), next))
 	}
 	if len(j.regions) > 0 {
@@ -192,8 +233,8 @@ func (v *Volume) moreJobs() bool {
 }
 
 // rebuildStripes fills the member's chunks of stripes [s0, s1) from the
-// rest of the array, under the stripes' locks, and moves its cursor past
-// them. Blocks beyond redundancy are recorded as lost, and made to fail
+// rest of the array, under the stripes' locks; the caller moves its cursor
+// past them. Blocks beyond redundancy are recorded as lost, and made to fail
 // their checksums on the member so that they are never served. It returns
 // the bytes lost.
 func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, error) {
@@ -210,7 +251,11 @@ func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, er
 	var bufs [][]byte
 	defer func() { v.putBuf(bufs...) }()
 	get := func() []byte { b := v.getBuf(g.chunk); bufs = append(bufs, b); return b }
+	fast := v.rebuildFast(m, s0, s1, get)
 	for s := s0; s < s1; s++ {
+		if fast[s-s0] != nil {
+			continue
+		}
 		i := g.shardOf(m.slot, s)
 		j := job{s: s}
 		switch {
@@ -249,8 +294,13 @@ func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, er
 			poison[r.s][b] = true
 		}
 	}
-	for k, j := range jobs {
-		s := s0 + int64(k)
+	for s, buf := range fast {
+		if buf != nil {
+			writes = append(writes, memIO{slot: m.slot, off: (s0 + int64(s)) * g.chunk, buf: buf})
+		}
+	}
+	for _, j := range jobs {
+		s := j.s
 		buf := j.spans[0].buf
 		if i := g.shardOf(m.slot, s); g.Parity > 0 && i >= g.Data {
 			shards := make([][]byte, g.Members)
@@ -273,10 +323,9 @@ func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, er
 			return 0, fmt.Errorf("write the rebuilt data: %w", w.err)
 		}
 	}
-	if err := v.poison(m, writes, poison, s0); err != nil {
+	if err := v.poison(m, writes, poison); err != nil {
 		return 0, err
 	}
-	m.cursor.Store(max(m.cursor.Load(), s1))
 	lost := t.extents(g)
 	var n int64
 	for _, e := range lost {
@@ -285,9 +334,72 @@ func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, er
 	return n, v.addLost(lost, fmt.Sprintf("%s of member %d", kind, m.slot))
 }
 
+// rebuildFast computes the member's chunks of stripes [s0, s1) (locked)
+// from just enough of the others (one copy, or Data chunks), all read in
+// one go, merged per member. It returns each stripe's chunk, or nil where
+// a read failed: those take the general read path, which proves every
+// block and rebuilds what it can.
+func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byte {
+	g := v.geo
+	out := make([][]byte, s1-s0)
+	shards := make([][][]byte, s1-s0)
+	var ios []memIO
+	var owner []int64 // stripe of each I/O
+	for s := s0; s < s1; s++ {
+		target := g.shardOf(m.slot, s)
+		if g.Parity == 0 {
+			d := target / g.Copies
+			for c := range g.Copies {
+				if i := d*g.Copies + c; i != target && v.usable(g.Slot(s, i), false) {
+					ios = append(ios, memIO{slot: g.Slot(s, i), off: s * g.chunk, buf: get()})
+					owner = append(owner, s)
+					break
+				}
+			}
+			continue
+		}
+		sh := make([][]byte, g.Members)
+		read := 0
+		for i := range g.Members {
+			if i == target || read == g.Data || !v.usable(g.Slot(s, i), false) {
+				sh[i] = get()[:0] // to be rebuilt
+				continue
+			}
+			sh[i] = get()
+			ios = append(ios, memIO{slot: g.Slot(s, i), off: s * g.chunk, buf: sh[i]})
+			owner = append(owner, s)
+			read++
+		}
+		shards[s-s0] = sh
+	}
+	v.do(ios, false)
+	failed := map[int64]bool{}
+	for k, io := range ios {
+		if io.err != nil {
+			failed[owner[k]] = true
+		}
+	}
+	for k, io := range ios {
+		if g.Parity == 0 && !failed[owner[k]] {
+			out[owner[k]-s0] = io.buf
+		}
+	}
+	if g.Parity == 0 {
+		return out
+	}
+	for s := s0; s < s1; s++ {
+		sh := shards[s-s0]
+		if failed[s] || v.codec.Reconstruct(sh) != nil {
+			continue
+		}
+		out[s-s0] = sh[g.shardOf(m.slot, s)]
+	}
+	return out
+}
+
 // poison records, for the blocks of the member that could not be rebuilt,
 // checksums that their contents fail: they read as bad until rewritten.
-func (v *Volume) poison(m *member, writes []memIO, blocks map[int64][]bool, s0 int64) error {
+func (v *Volume) poison(m *member, writes []memIO, blocks map[int64][]bool) error {
 	if len(blocks) == 0 {
 		return nil
 	}
@@ -295,7 +407,8 @@ func (v *Volume) poison(m *member, writes []memIO, blocks map[int64][]bool, s0 i
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for s, bad := range blocks {
-		buf := writes[s-s0].buf
+		k := slices.IndexFunc(writes, func(w memIO) bool { return w.off == s*g.chunk })
+		buf := writes[k].buf
 		for b, lost := range bad {
 			if !lost {
 				continue
@@ -387,9 +500,9 @@ func (v *Volume) startRebuild(slot int, kind string, regions []int64, from rebui
 	slices.Sort(regions)
 	j := &rebuild{slot: slot, uuid: m.label.MemberUUID, kind: kind, started: time.Now()}
 	for _, r := range regions {
-		if (r+1)*v.intent.stripes > from.Cursor {
+		if s1 := min((r+1)*v.intent.stripes, v.geo.stripes); s1 > from.Cursor {
 			j.regions = append(j.regions, r)
-			j.total += v.RegionBytes(r)
+			j.total += v.stripesBytes(max(r*v.intent.stripes, from.Cursor), s1)
 		}
 	}
 	if from.UUID == j.uuid && !from.Started.IsZero() { // resuming

@@ -2,9 +2,11 @@ package raid_test
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,7 +99,7 @@ func rebuildAll(t *testing.T, v *raid.Volume) int64 {
 	t.Helper()
 	var total int64
 	for {
-		n, more, err := v.RebuildStep()
+		n, more, err := v.RebuildStep(0)
 		if err != nil {
 			t.Fatalf("rebuild step: %v", err)
 		}
@@ -190,12 +192,7 @@ func TestRebuildResumesAfterCrash(t *testing.T) {
 			rng := seeded(t)
 			spare := filepath.Join(t.TempDir(), "spare")
 			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize, Spares: []string{spare}}
-			a := raidtest.New(t, c, g.members)
-			m := make(raidtest.Model, rebuildSize)
-			raidtest.Fill(rng, m)
-			if _, err := a.Vol.WriteAt(m, 0); err != nil {
-				t.Fatal(err)
-			}
+			a, m := filled(t, c, g.members, raid.Options{})
 			slot := rng.IntN(g.members)
 			if err := a.Vol.Fail(slot); err != nil {
 				t.Fatal(err)
@@ -203,8 +200,12 @@ func TestRebuildResumesAfterCrash(t *testing.T) {
 			waitWork(t, a.Vol)
 			dirs := withSlot(a.Dirs, slot, spare)
 			var total int64
+			region := a.Vol.RegionStripes() * a.Vol.StripeBytes()
 			for crash := range 3 {
-				if _, _, err := a.Vol.RebuildStep(); err != nil {
+				// A region, or a third of one: the crash may come with
+				// the cursor in the middle of a region.
+				budget := []int64{0, region / 3}[rng.IntN(2)]
+				if _, _, err := a.Vol.RebuildStep(budget); err != nil {
 					t.Fatal(err)
 				}
 				before := a.Vol.Rebuilds()
@@ -278,4 +279,85 @@ func TestSparseRebuildIsProportional(t *testing.T) {
 	if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 {
 		t.Fatalf("check scrub: bad %v, %v", res.Bad, err)
 	}
+}
+
+// TestRebuildRecordsLostData rots a block, then fences another member whose
+// chunk in that stripe needs it to be rebuilt: the rebuild goes on past the
+// stripe, records the member's block there as lost (reads of it fail, with
+// an event), rebuilds everything else, and a write over the stripe clears
+// the record.
+func TestRebuildRecordsLostData(t *testing.T) {
+	rng := seeded(t)
+	ev := make(events, 10000)
+	spare := filepath.Join(t.TempDir(), "spare")
+	c := raid.Config{Layout: "raid5", Chunk: 16 << 10, Size: rebuildSize, Spares: []string{spare}}
+	a, m := filled(t, c, 4, raid.Options{OnEvent: ev.on})
+	l := a.Vol.Layout()
+	a.Close(t)
+	sd := int64(l.Data) * c.Chunk
+	s, b := rng.Int64N(rebuildSize/sd), rng.Int64N(c.Chunk/bs)
+	rotten, victim := 0, 1 // data chunks of stripe s
+	rot(t, a.Dirs[l.Slot(s, rotten)], s*c.Chunk+b*bs, rng)
+	a.Open(t, a.Dirs...)
+	if err := a.Vol.Fail(l.Slot(s, victim)); err != nil {
+		t.Fatal(err)
+	}
+	rebuildAll(t, a.Vol)
+	lostAt := s*sd + int64(victim)*c.Chunk + b*bs
+	want := []raid.Extent{{Off: lostAt, Len: bs}}
+	if got := a.Vol.Lost(); !slices.Equal(got, want) {
+		t.Fatalf("lost after the rebuild: %v, want %v", got, want)
+	}
+	if e := ev.waitFor(t, "lost", -1); !strings.Contains(e.Reason, "rebuild of member") {
+		t.Fatalf("lost event: %+v", e)
+	}
+	if st := a.Vol.Status(); st.State != raid.ArrayOptimal || len(st.Lost) != 1 {
+		t.Fatalf("after the rebuild: %+v", st)
+	}
+	for _, off := range []int64{lostAt, s*sd + int64(rotten)*c.Chunk + b*bs} {
+		if _, err := a.Vol.ReadAt(make([]byte, bs), off); !errors.Is(err, raid.ErrUnrecoverable) {
+			t.Fatalf("read at %d, beyond redundancy = %v, want ErrUnrecoverable", off, err)
+		}
+	}
+	raidtest.Expect(t, a.Vol, m, 0, s*sd)
+	raidtest.Expect(t, a.Vol, m, (s+1)*sd, rebuildSize-(s+1)*sd)
+	// Writing the stripe anew clears the record and the damage.
+	raidtest.Fill(rng, m[s*sd:(s+1)*sd])
+	if _, err := a.Vol.WriteAt(m[s*sd:(s+1)*sd], s*sd); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Vol.Lost(); len(got) != 0 {
+		t.Fatalf("lost after the write: %v", got)
+	}
+	raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+	if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 {
+		t.Fatalf("check scrub: bad %v, %v", res.Bad, err)
+	}
+}
+
+// TestFailoverAwaitsApproval fences a member with auto-failover off: the
+// spare waits until the operator approves, then takes over and is rebuilt.
+func TestFailoverAwaitsApproval(t *testing.T) {
+	spare := filepath.Join(t.TempDir(), "spare")
+	pol := raid.DefaultPolicy()
+	pol.AutoFailover = false
+	c := raid.Config{Layout: "raid6", Chunk: 16 << 10, Size: rebuildSize, Spares: []string{spare}}
+	a, m := filled(t, c, 6, raid.Options{Policy: pol})
+	if err := a.Vol.Fail(4); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Vol.Status(); st.Members[4].State != "FAULTED" || !slices.Equal(st.Spares, []string{spare}) || len(st.Rebuilds) != 0 {
+		t.Fatalf("before approval: %+v", st)
+	}
+	if err := a.Vol.Approve(4); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Vol.Status(); st.Members[4].State != "REBUILDING" || st.Members[4].Dir != spare || len(st.Spares) != 0 {
+		t.Fatalf("after approval: %+v", st)
+	}
+	rebuildAll(t, a.Vol)
+	if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
+		t.Fatalf("after the rebuild: %+v", st)
+	}
+	raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
 }

@@ -40,13 +40,8 @@ func TestScrubFindsAndRepairsRot(t *testing.T) {
 			t.Parallel()
 			rng := seeded(t)
 			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: volSize}
-			a := raidtest.New(t, c, g.members)
+			a, m := filled(t, c, g.members, raid.Options{})
 			l := a.Vol.Layout()
-			m := make(raidtest.Model, volSize)
-			raidtest.Fill(rng, m)
-			if _, err := a.Vol.WriteAt(m, 0); err != nil {
-				t.Fatal(err)
-			}
 			a.Close(t)
 
 			// The model of the rot: blocks by slot.
@@ -111,13 +106,8 @@ func TestScrubRecordsLostData(t *testing.T) {
 			rng := seeded(t)
 			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: volSize}
 			events := make(chan raid.Event, 10000)
-			a := raidtest.New(t, c, g.members, raid.Options{OnEvent: func(e raid.Event) { events <- e }})
+			a, m := filled(t, c, g.members, raid.Options{OnEvent: func(e raid.Event) { events <- e }})
 			l := a.Vol.Layout()
-			m := make(raidtest.Model, volSize)
-			raidtest.Fill(rng, m)
-			if _, err := a.Vol.WriteAt(m, 0); err != nil {
-				t.Fatal(err)
-			}
 			a.Close(t)
 			stripes := int64(volSize) / (int64(l.Data) * c.Chunk)
 			s, b, d := rng.Int64N(stripes), rng.Int64N(c.Chunk/bs), rng.IntN(l.Data)

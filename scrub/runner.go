@@ -47,6 +47,10 @@ type Scrub struct {
 	Lost     int64   `json:"lost_bytes"`
 }
 
+// stepRegions is how many regions a step does at once while users are
+// idle.
+const stepRegions = 4
+
 // Job record names.
 const (
 	recScrub    = "scrub"
@@ -136,25 +140,70 @@ func (r *Runner) poke() {
 	}
 }
 
-// run takes steps while there is work, and sleeps until there is.
+// busyWindow is how long after users' last request they count as busy.
+const busyWindow = 500 * time.Millisecond
+
+// busyStep is the volume data a rebuild step covers while users are busy:
+// small, so that each step holds the disks for a moment only.
+const busyStep = 1 << 20
+
+// run takes steps while there is work, and sleeps until there is. A token
+// bucket holds the work to the rate: it fills at the maximum while users are
+// idle and at the minimum while they are busy, up to one step's worth, and
+// a step waits until it is full. While users are busy steps are one region,
+// so that each holds the disks for a short while.
 func (r *Runner) run() {
 	defer close(r.done)
 	fg := r.v.Foreground()
+	var lastActive time.Time
+	var tokens float64
+	filled := time.Now()
 	for {
-		kind, n, took, err := r.step()
-		if err != nil {
-			r.log.Warn("background step failed; retrying in a second", "job", kind, "err", err)
-			if !r.pause(time.Second) {
-				return
-			}
-			continue
-		}
+		kind := r.pending()
 		if kind == "" {
 			select {
 			case <-r.stop:
 				return
 			case <-r.v.Work():
 			case <-r.wake:
+			}
+			continue
+		}
+		if now := r.v.Foreground(); now != fg {
+			fg, lastActive = now, time.Now()
+		}
+		busy := time.Since(lastActive) < busyWindow
+		region := r.v.RegionStripes() * r.v.StripeBytes()
+		limit, regions, budget := r.rate.Max, stepRegions, int64(stepRegions)*region
+		if busy {
+			limit, regions, budget = r.rate.Min, 1, busyStep
+		}
+		need := float64(budget)
+		if kind == "scrub" {
+			need = float64(int64(regions) * region)
+		}
+		tokens = min(need, tokens+time.Since(filled).Seconds()*float64(limit))
+		filled = time.Now()
+		switch {
+		case limit > 0 && tokens < need:
+			if !r.pause(time.Duration((need - tokens) / float64(limit) * float64(time.Second))) {
+				return
+			}
+			continue
+		case limit == 0 && busy: // a minimum of 0: wait for users to pause
+			if !r.pause(100 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		n, took, err := r.step(kind, budget, regions)
+		if limit > 0 {
+			tokens -= float64(n)
+		}
+		if err != nil {
+			r.log.Warn("background step failed; retrying in a second", "job", kind, "err", err)
+			if !r.pause(time.Second) {
+				return
 			}
 			continue
 		}
@@ -166,29 +215,10 @@ func (r *Runner) run() {
 		}
 		m.add(n, took)
 		r.mu.Unlock()
-		// Throttle: the maximum while users are idle, the minimum while
-		// they are busy.
-		now := r.v.Foreground()
-		busy := now != fg
-		fg = now
-		limit := r.rate.Max
-		if busy {
-			limit = r.rate.Min
-		}
-		wait := time.Duration(0)
-		switch {
-		case limit > 0:
-			wait = time.Duration(float64(n)/float64(limit)*float64(time.Second)) - took
-		case busy: // a minimum of 0: wait for users to pause
-			wait = 100 * time.Millisecond
-		}
-		if !r.pause(wait) {
-			return
-		}
 	}
 }
 
-// pause waits for d, or until Stop (false).
+// pause waits for d, or until Stop (false) or a poke.
 func (r *Runner) pause(d time.Duration) bool {
 	if d <= 0 {
 		return true
@@ -198,50 +228,68 @@ func (r *Runner) pause(d time.Duration) bool {
 	select {
 	case <-r.stop:
 		return false
+	case <-r.wake:
+		return true
 	case <-t.C:
 		return true
 	}
 }
 
-// step does one step of the most urgent work: a rebuild, then a scrub. It
-// returns the kind of work done ("" if none) and the volume bytes covered.
-func (r *Runner) step() (kind string, n int64, took time.Duration, err error) {
-	start := time.Now()
+// pending returns the most urgent kind of work waiting: a rebuild, then a
+// scrub; "" if none.
+func (r *Runner) pending() string {
 	r.mu.Lock()
-	rebuild := !r.rebuildPaused && len(r.v.Rebuilds()) > 0
-	scrub := r.scrub != nil && r.scrub.State == Running
-	r.mu.Unlock()
+	defer r.mu.Unlock()
 	switch {
-	case rebuild:
-		kind = "rebuild"
-		n, _, err = r.v.RebuildStep()
-	case scrub:
-		kind = "scrub"
-		n, err = r.scrubStep()
+	case !r.rebuildPaused && len(r.v.Rebuilds()) > 0:
+		return "rebuild"
+	case r.scrub != nil && r.scrub.State == Running:
+		return "scrub"
 	}
-	return kind, n, time.Since(start), err
+	return ""
+}
+
+// step does one step of the given kind of work: a rebuild over up to
+// budget volume bytes, a scrub over up to regions regions. It returns the
+// volume bytes it covered.
+func (r *Runner) step(kind string, budget int64, regions int) (n int64, took time.Duration, err error) {
+	start := time.Now()
+	switch kind {
+	case "rebuild":
+		n, _, err = r.v.RebuildStep(budget)
+	case "scrub":
+		n, err = r.scrubStep(regions)
+	}
+	return n, time.Since(start), err
 }
 
 // scrubStep scrubs the next written region and records the progress.
-func (r *Runner) scrubStep() (int64, error) {
+func (r *Runner) scrubStep(regions int) (int64, error) {
 	r.mu.Lock()
 	s := *r.scrub
 	s.Bad, s.Repaired = slices.Clone(s.Bad), slices.Clone(s.Repaired)
 	r.mu.Unlock()
-	regions := r.v.WrittenRegions()
-	i, _ := slices.BinarySearch(regions, s.Next)
+	written := r.v.WrittenRegions()
+	i, _ := slices.BinarySearch(written, s.Next)
 	recs := map[string][]byte{}
 	var n int64
 	start := time.Now()
-	if i < len(regions) {
-		reg := regions[i]
-		rs := r.v.RegionStripes()
-		res, err := r.v.Scrub(reg*rs, (reg+1)*rs, s.Check)
-		if err != nil {
-			return 0, err
-		}
-		n = res.Bytes
-		s.Done += n
+	// A few regions at once keep every member's queue busy.
+	batch := written[i:min(len(written), i+regions)]
+	results := make([]raid.ScrubResult, len(batch))
+	errs := make([]error, len(batch))
+	var wg sync.WaitGroup
+	rs := r.v.RegionStripes()
+	for k, reg := range batch {
+		wg.Go(func() { results[k], errs[k] = r.v.Scrub(reg*rs, (reg+1)*rs, s.Check) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	for k, res := range results {
+		n += res.Bytes
 		for slot := range res.Bad {
 			s.Bad[slot] += res.Bad[slot]
 			s.Repaired[slot] += res.Repaired[slot]
@@ -249,13 +297,16 @@ func (r *Runner) scrubStep() (int64, error) {
 		for _, e := range res.Lost {
 			s.Lost += e.Len
 		}
-		s.Next = reg + 1
-		recs[recVerified+strconv.FormatInt(reg, 10)] = []byte(strconv.FormatInt(time.Now().Unix(), 10))
-		// Regions written since the scrub began make the total grow.
-		s.Total = max(s.Total, s.Done)
+		recs[recVerified+strconv.FormatInt(batch[k], 10)] = []byte(now)
 	}
+	if len(batch) > 0 {
+		s.Next = batch[len(batch)-1] + 1
+	}
+	s.Done += n
+	// Regions written since the scrub began make the total grow.
+	s.Total = max(s.Total, s.Done)
 	s.Active += time.Since(start)
-	done := i+1 >= len(regions)
+	done := i+len(batch) >= len(written)
 	// Keep a state set meanwhile (paused, canceled): saved under r.mu, the
 	// last record stored is the latest.
 	r.mu.Lock()

@@ -38,13 +38,13 @@ func (ch events) waitFor(t *testing.T, kind, text string) raid.Event {
 	}
 }
 
-// setup makes a raid6 array of three regions, fully written, with a spare,
+// setup makes a raid6 array of ten regions, fully written, with a spare,
 // and returns it with its model and event channel.
 func setup(t *testing.T) (*raidtest.Array, raidtest.Model, events) {
 	t.Helper()
 	ev := make(events, 10000)
 	spare := filepath.Join(t.TempDir(), "spare")
-	c := raid.Config{Layout: "raid6", Chunk: 16 << 10, Size: 12 << 20, Spares: []string{spare}}
+	c := raid.Config{Layout: "raid6", Chunk: 16 << 10, Size: 40 << 20, Spares: []string{spare}}
 	a := raidtest.New(t, c, 6, raid.Options{OnEvent: func(e raid.Event) { ev <- e }})
 	m := make(raidtest.Model, c.Size)
 	raidtest.Fill(rand.New(rand.NewPCG(1, 2)), m)
@@ -140,7 +140,7 @@ func TestScrubCheckThenRepair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Regions != 3 || c.Never != 0 || c.Oldest.IsZero() || c.Newest.Before(c.Oldest) {
+	if c.Regions != 10 || c.Never != 0 || c.Oldest.IsZero() || c.Newest.Before(c.Oldest) {
 		t.Fatalf("coverage: %+v", c)
 	}
 	raidtest.Expect(t, a.Vol, m, 0, int64(len(m)))
@@ -151,8 +151,9 @@ func TestScrubCheckThenRepair(t *testing.T) {
 // resumed it finishes.
 func TestScrubPausesAndResumesAcrossRestarts(t *testing.T) {
 	a, m, ev := setup(t)
-	// 4 MiB a second: each region's step is followed by a second's wait.
-	r := start(t, a.Vol, scrub.Rate{Min: 4 << 20, Max: 4 << 20})
+	// 16 MiB a second: each step (four regions) is followed by a second's
+	// wait.
+	r := start(t, a.Vol, scrub.Rate{Min: 16 << 20, Max: 16 << 20})
 	if _, err := r.StartScrub(false); err != nil {
 		t.Fatal(err)
 	}
@@ -234,5 +235,34 @@ func TestScrubResumesAfterACrash(t *testing.T) {
 	if s, _, _ := r.ScrubStatus(); s.State != scrub.Finished || s.Done != int64(len(m)) {
 		t.Fatalf("resumed scrub: %+v", s)
 	}
+	raidtest.Expect(t, a.Vol, m, 0, int64(len(m)))
+}
+
+// TestRebuildPauseAndResume holds a rebuild back and lets it go; each
+// refuses to do twice what it did.
+func TestRebuildPauseAndResume(t *testing.T) {
+	a, m, ev := setup(t)
+	r := start(t, a.Vol, scrub.DefaultRate)
+	if err := r.PauseRebuild(); err == nil {
+		t.Fatal("pausing with no rebuild under way succeeded")
+	}
+	if err := r.ResumeRebuild(); err == nil {
+		t.Fatal("resuming a rebuild that is not paused succeeded")
+	}
+	// A slow runner, so that the rebuild is still under way when paused.
+	r.Stop()
+	r = start(t, a.Vol, scrub.Rate{Min: 1, Max: 1})
+	if err := a.Vol.Fail(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PauseRebuild(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PauseRebuild(); err == nil || !r.RebuildPaused() {
+		t.Fatalf("pausing twice: %v, paused %v", err, r.RebuildPaused())
+	}
+	r.Stop()
+	r = start(t, a.Vol, scrub.DefaultRate)
+	ev.waitFor(t, raid.KindRebuild, "done")
 	raidtest.Expect(t, a.Vol, m, 0, int64(len(m)))
 }

@@ -72,7 +72,7 @@ found from MOUNTPOINT.`,
 	fl.DurationVar(&f.healthTimeout, "health-timeout", def.HealthTimeout, "a member that does not answer a probe for this long is unresponsive")
 	fl.BoolVar(&f.autoFailover, "auto-failover", def.AutoFailover, "fail over to a spare at once; without it a fenced member waits for lockstep failover approve")
 	fl.StringVar(&f.consistency, "consistency", "", "crash recovery: journal (parity layouts' default: no write hole), bitmap (mirrors' default) or resync")
-	fl.StringVar(&f.rebuildRate, "rebuild-rate", "32MiB:0", "rebuild and scrub rate MIN:MAX per second (MAX 0: unlimited)")
+	fl.StringVar(&f.rebuildRate, "rebuild-rate", "4MiB:0", "rebuild and scrub rate MIN:MAX per second (MAX 0: unlimited)")
 	fl.BoolVar(&f.writeback, "writeback-cache", false, "let the kernel cache buffered writes until fsync (faster buffered writes; data is durable only at fsync, as on a disk)")
 	fl.BoolVar(&f.direct, "direct-io", true, "open the members' data files with O_DIRECT, bypassing the page cache")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users reach the volume file (ordinary users need user_allow_other in /etc/fuse.conf)")
@@ -127,7 +127,7 @@ func (f mountFlags) config(args []string) (daemon.Config, error) {
 		Settings: map[string]string{"rebuild_rate": f.rebuildRate,
 			"writeback_cache": strconv.FormatBool(f.writeback), "direct_io": strconv.FormatBool(f.direct)},
 		Metrics: f.metrics,
-		Rate:    rate,
+		Rate:    &rate,
 		Logger:  newLogger(os.Stderr, f.logFormat, level),
 	}
 	cfg.Volume.Policy, cfg.Volume.ReadPolicy, cfg.Volume.Direct = pol, rp, f.direct

@@ -31,9 +31,8 @@ type Config struct {
 	Settings map[string]string
 	// Metrics, if set, is the address of the Prometheus endpoint.
 	Metrics string
-	// Rate bounds rebuilds and scrubs; the zero value means
-	// scrub.DefaultRate.
-	Rate   scrub.Rate
+	// Rate bounds rebuilds and scrubs; nil means scrub.DefaultRate.
+	Rate   *scrub.Rate
 	Logger *slog.Logger
 }
 
@@ -87,9 +86,9 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	undo = append(undo, func() { d.vol.Close() })
-	rate := cfg.Rate
-	if rate == (scrub.Rate{}) {
-		rate = scrub.DefaultRate
+	rate := scrub.DefaultRate
+	if cfg.Rate != nil {
+		rate = *cfg.Rate
 	}
 	if d.jobs, err = scrub.Start(d.vol, rate, log); err != nil {
 		return fail(err)
