@@ -262,7 +262,7 @@ func TestRebuildPauseAndResume(t *testing.T) {
 		t.Fatalf("pausing twice: %v, paused %v", err, r.RebuildPaused())
 	}
 	r.Stop()
-	r = start(t, a.Vol, scrub.DefaultRate)
+	start(t, a.Vol, scrub.DefaultRate) // pausing lasts until the mount stops
 	ev.waitFor(t, raid.KindRebuild, "done")
 	raidtest.Expect(t, a.Vol, m, 0, int64(len(m)))
 }
