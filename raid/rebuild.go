@@ -36,7 +36,7 @@ func rebuildKey(slot int) []byte {
 var checkpointEvery = 10 * time.Second
 
 // rebuildBatch is how many regions a rebuild step does at once.
-var rebuildBatch = 4
+var rebuildBatch = 8
 
 // rebuild is the rebuild or resync under way.
 type rebuild struct {

@@ -49,7 +49,7 @@ type Scrub struct {
 
 // stepRegions is how many regions a step does at once while users are
 // idle.
-const stepRegions = 4
+const stepRegions = 8
 
 // Job record names.
 const (

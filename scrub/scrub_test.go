@@ -151,8 +151,8 @@ func TestScrubCheckThenRepair(t *testing.T) {
 // resumed it finishes.
 func TestScrubPausesAndResumesAcrossRestarts(t *testing.T) {
 	a, m, ev := setup(t)
-	// 16 MiB a second: each step (four regions) is followed by a second's
-	// wait.
+	// 16 MiB a second: each step (eight regions) waits two seconds for
+	// its tokens.
 	r := start(t, a.Vol, scrub.Rate{Min: 16 << 20, Max: 16 << 20})
 	if _, err := r.StartScrub(false); err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestParseRate(t *testing.T) {
 // intact.
 func TestScrubResumesAfterACrash(t *testing.T) {
 	a, m, ev := setup(t)
-	r := start(t, a.Vol, scrub.Rate{Min: 4 << 20, Max: 4 << 20})
+	r := start(t, a.Vol, scrub.Rate{Min: 32 << 20, Max: 32 << 20})
 	if _, err := r.StartScrub(false); err != nil {
 		t.Fatal(err)
 	}
