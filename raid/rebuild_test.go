@@ -110,6 +110,13 @@ func rebuildAll(t *testing.T, v *raid.Volume) int64 {
 	}
 }
 
+// withSpare returns the config of a rebuildSize array with a hot spare,
+// and the spare's directory.
+func withSpare(t *testing.T, layout string, chunk int64) (raid.Config, string) {
+	spare := filepath.Join(t.TempDir(), "spare")
+	return raid.Config{Layout: layout, Chunk: chunk, Size: rebuildSize, Spares: []string{spare}}, spare
+}
+
 // withSlot returns dirs with slot's replaced by dir.
 func withSlot(dirs []string, slot int, dir string) []string {
 	out := slices.Clone(dirs)
@@ -127,8 +134,7 @@ func TestFailoverRebuildsOntoSpareUnderLoad(t *testing.T) {
 		t.Run(g.layout, func(t *testing.T) {
 			t.Parallel()
 			rng := seeded(t)
-			spare := filepath.Join(t.TempDir(), "spare")
-			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize, Spares: []string{spare}}
+			c, spare := withSpare(t, g.layout, g.chunk)
 			a := raidtest.New(t, c, g.members)
 			if got := a.Vol.Spares(); !slices.Equal(got, []string{spare}) {
 				t.Fatalf("spares = %v, want %v", got, []string{spare})
@@ -190,8 +196,7 @@ func TestRebuildResumesAfterCrash(t *testing.T) {
 		t.Run(g.layout, func(t *testing.T) {
 			t.Parallel()
 			rng := seeded(t)
-			spare := filepath.Join(t.TempDir(), "spare")
-			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize, Spares: []string{spare}}
+			c, spare := withSpare(t, g.layout, g.chunk)
 			a, m := filled(t, c, g.members, raid.Options{})
 			slot := rng.IntN(g.members)
 			if err := a.Vol.Fail(slot); err != nil {
@@ -289,8 +294,7 @@ func TestSparseRebuildIsProportional(t *testing.T) {
 func TestRebuildRecordsLostData(t *testing.T) {
 	rng := seeded(t)
 	ev := make(events, 10000)
-	spare := filepath.Join(t.TempDir(), "spare")
-	c := raid.Config{Layout: "raid5", Chunk: 16 << 10, Size: rebuildSize, Spares: []string{spare}}
+	c, _ := withSpare(t, "raid5", 16<<10)
 	a, m := filled(t, c, 4, raid.Options{OnEvent: ev.on})
 	l := a.Vol.Layout()
 	a.Close(t)
@@ -338,10 +342,9 @@ func TestRebuildRecordsLostData(t *testing.T) {
 // TestFailoverAwaitsApproval fences a member with auto-failover off: the
 // spare waits until the operator approves, then takes over and is rebuilt.
 func TestFailoverAwaitsApproval(t *testing.T) {
-	spare := filepath.Join(t.TempDir(), "spare")
 	pol := raid.DefaultPolicy()
 	pol.AutoFailover = false
-	c := raid.Config{Layout: "raid6", Chunk: 16 << 10, Size: rebuildSize, Spares: []string{spare}}
+	c, spare := withSpare(t, "raid6", 16<<10)
 	a, m := filled(t, c, 6, raid.Options{Policy: pol})
 	if err := a.Vol.Fail(4); err != nil {
 		t.Fatal(err)
