@@ -66,8 +66,14 @@ func (v *Volume) do(ios []memIO, write bool) {
 		}
 		groups = append(groups, []*memIO{io})
 	}
-	if len(groups) == 1 {
-		v.doGroup(groups[0], write)
+	small := true
+	for _, io := range ios {
+		small = small && len(io.buf) <= 16<<10 && io.buf != nil
+	}
+	if len(groups) == 1 || (small && !write) {
+		for _, g := range groups {
+			v.doGroup(g, write)
+		}
 		return
 	}
 	var wg sync.WaitGroup

@@ -63,7 +63,33 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 		}
 	}
 	defer v.putBuf(owned...)
-	v.do(ios, false)
+	// Data chunks suffice: parity shards beyond what the chunks known bad
+	// need are read only if a first read fails.
+	spare := g.Parity
+	for i := range n {
+		if aliased[i] && anyTrue(bad[i]) {
+			spare--
+		}
+	}
+	first := len(ios)
+	for first > 0 && spare > 0 && ioShard[first-1] >= g.Data {
+		first--
+		spare--
+	}
+	v.do(ios[:first], false)
+	if first < len(ios) {
+		failed := false
+		for _, io := range ios[:first] {
+			failed = failed || io.err != nil
+		}
+		if failed {
+			v.do(ios[first:], false)
+		} else {
+			for k := range ios[first:] {
+				ios[first+k].err = errMissing // not needed: left unread, and unrepaired
+			}
+		}
+	}
 	lost := 0
 	for i := range n {
 		if !aliased[i] || anyTrue(bad[i]) {
