@@ -450,9 +450,10 @@ func (v *Volume) saveRebuild(j *rebuild, m *member) error {
 	})
 }
 
-// finishRebuild brings a rebuilt member online: synced, told the regions
-// ever written, its checkpoint and the others' record of what it missed
-// dropped, then marked ONLINE in a new generation.
+// finishRebuild brings a rebuilt member online: synced, given the regions
+// ever written and the background jobs' records, its checkpoint and the
+// others' record of what it missed dropped, then marked ONLINE in a new
+// generation.
 func (v *Volume) finishRebuild(j *rebuild, m *member) error {
 	m.mu.RLock()
 	err := m.dev.Sync()
@@ -461,7 +462,13 @@ func (v *Volume) finishRebuild(j *rebuild, m *member) error {
 		for _, r := range v.intent.writtenRegions() {
 			b.Set(writtenKey(r), nil)
 		}
-		err = b.Commit(true)
+		err = v.scanJobs("", func(k, val []byte) error {
+			b.Set(slices.Clone(k), slices.Clone(val))
+			return nil
+		})
+		if err == nil {
+			err = b.Commit(true)
+		}
 	}
 	m.mu.RUnlock()
 	if err != nil {

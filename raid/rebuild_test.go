@@ -364,3 +364,31 @@ func TestFailoverAwaitsApproval(t *testing.T) {
 	}
 	raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
 }
+
+// TestJobRecordsFollowTheRebuild keeps a background job's record, rebuilds
+// a member, and opens the array from the rebuilt member alone: the record
+// is there.
+func TestJobRecordsFollowTheRebuild(t *testing.T) {
+	c, spare := withSpare(t, "raid1", 64<<10)
+	a, m := filled(t, c, 2, raid.Options{})
+	if err := a.Vol.SaveJobRecords(map[string][]byte{"scrub": []byte("kept")}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Vol.Fail(0); err != nil {
+		t.Fatal(err)
+	}
+	rebuildAll(t, a.Vol)
+	a.Close(t)
+	a.Open(t, spare) // degraded: the rebuilt member alone
+	var got []string
+	if err := a.Vol.ScanJobRecords("scrub", func(name string, val []byte) error {
+		got = append(got, name+"="+string(val))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"scrub=kept"}) {
+		t.Fatalf("job records on the rebuilt member: %v", got)
+	}
+	raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+}

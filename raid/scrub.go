@@ -101,17 +101,23 @@ func (v *Volume) SaveJobRecords(recs map[string][]byte, sync bool) error {
 }
 
 // ScanJobRecords calls fn with every background-job record whose name
-// starts with prefix, from the first open member that has any (members
-// that take writes all hold the same records).
+// starts with prefix, from the first open member that holds current data
+// throughout (those all hold the same records; a member being rebuilt gets
+// them when it is done).
 func (v *Volume) ScanJobRecords(prefix string, fn func(name string, val []byte) error) error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if v.closed {
 		return ErrClosed
 	}
+	return v.scanJobs(prefix, func(key, val []byte) error { return fn(string(key[len(prefixJob):]), val) })
+}
+
+// scanJobs is ScanJobRecords with v.mu held, and the whole keys.
+func (v *Volume) scanJobs(prefix string, fn func(key, val []byte) error) error {
 	var errs []error
 	for _, m := range v.members {
-		if m == nil || !m.writable.Load() {
+		if m == nil || !m.writable.Load() || m.cursor.Load() != whole {
 			continue
 		}
 		m.mu.RLock()
@@ -122,7 +128,7 @@ func (v *Volume) ScanJobRecords(prefix string, fn func(name string, val []byte) 
 		seen := false
 		err := m.m.Meta.Scan(append(slices.Clone(prefixJob), prefix...), func(k, val []byte) error {
 			seen = true
-			return fn(string(k[len(prefixJob):]), val)
+			return fn(k, val)
 		})
 		m.mu.RUnlock()
 		if err == nil {
