@@ -332,7 +332,9 @@ func (v *Volume) apply(acts []Action) error {
 func (v *Volume) refreshRouting() {
 	absent := v.route()
 	if err := v.intent.setAbsent(absent); err != nil {
-		v.log.Error("recording what absent members miss failed: they will need a rebuild, not a resync", "slots", absent, "err", err)
+		// Writes from now on still record what the slots miss (or fail);
+		// only the writes under way at this moment may go unrecorded.
+		v.log.Error("recording the writes under way that absent members miss failed: give them back with lockstep spare add (a full rebuild), not as they are", "slots", absent, "err", err)
 	}
 }
 
