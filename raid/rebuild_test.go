@@ -16,11 +16,7 @@ import (
 )
 
 // rebuildGeometries are the layouts rebuilds are checked on.
-var rebuildGeometries = []struct {
-	layout  string
-	members int
-	chunk   int64
-}{
+var rebuildGeometries = []geometry{
 	{"raid1", 2, 64 << 10},
 	{"mirror:3", 3, 16 << 10},
 	{"raid10", 4, 16 << 10},

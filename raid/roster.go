@@ -46,7 +46,8 @@ func loadRoster(m *member) (r roster, ok bool, err error) {
 	return r, true, nil
 }
 
-// rosterNow describes the membership as it is. v.pmu is held.
+// rosterNow describes the membership as it is, and keeps it as the
+// roster last recorded. v.pmu is held.
 func (v *Volume) rosterNow() roster {
 	r := roster{Slots: make([]rosterEntry, len(v.members))}
 	for slot, m := range v.members {

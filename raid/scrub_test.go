@@ -10,11 +10,7 @@ import (
 )
 
 // scrubGeometries are the redundant layouts scrub is checked on.
-var scrubGeometries = []struct {
-	layout  string
-	members int
-	chunk   int64
-}{
+var scrubGeometries = []geometry{
 	{"raid1", 2, 64 << 10},
 	{"mirror:3", 3, 8 << 10},
 	{"raid10", 4, 16 << 10},

@@ -16,12 +16,15 @@ import (
 
 const bs = blockdev.BlockSize
 
-// geometries covers every layout, with chunk sizes from 4 KiB to 64 KiB.
-var geometries = []struct {
+// geometry is a layout over a number of members with a chunk size.
+type geometry struct {
 	layout  string
 	members int
 	chunk   int64
-}{
+}
+
+// geometries covers every layout, with chunk sizes from 4 KiB to 64 KiB.
+var geometries = []geometry{
 	{"raid0", 3, 16 << 10},
 	{"raid1", 2, 64 << 10},
 	{"mirror:3", 3, 8 << 10},
