@@ -86,13 +86,11 @@ func (m *Mem) Discard(off, n int64) error {
 	return nil
 }
 
-// Discard goes through the write rules: an error rule covering the range
-// fails it before anything is forgotten.
+// Discard goes through the write rules: an error, full or vanish rule
+// covering the range fails it before anything is forgotten.
 func (f *Faulty) Discard(off, n int64) error {
-	first, last := off/BlockSize, (off+n)/BlockSize
-	f.delay(OpWrite, first, last)
-	if hit := f.fire(OpWrite, FaultError, first, last); hit != nil {
-		return fmt.Errorf("discard %d bytes at %d (%s): %w", n, off, hit[0], ErrInjected)
+	if err := f.before(OpWrite, "discard", int(n), off); err != nil {
+		return err
 	}
 	return Discard(f.dev, off, n)
 }

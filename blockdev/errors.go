@@ -19,6 +19,9 @@ var (
 	// ErrInjected is wrapped by every fault that [Faulty] injects, so tests
 	// can tell injected failures from real ones.
 	ErrInjected = errors.New("blockdev: injected fault")
+	// ErrVanished is returned by every I/O to a device that has vanished
+	// under an injected fault (vanish, torn); it wraps ErrInjected.
+	ErrVanished = fmt.Errorf("blockdev: device vanished: %w", ErrInjected)
 	// ErrNotMember is returned by OpenMember for a directory that holds no
 	// member.
 	ErrNotMember = errors.New("not a lockstep member")

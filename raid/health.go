@@ -181,13 +181,14 @@ func (v *Volume) Status() Status {
 	st.Lost = append([]Extent{}, v.lost.list()...)
 	degraded, rebuilding := false, false
 	for slot, m := range v.members {
-		ms := MemberStatus{Slot: slot, State: v.policy.State(slot).String()}
+		state := v.policy.Shown(slot)
+		ms := MemberStatus{Slot: slot, State: state.String()}
 		if m != nil {
 			ms.Dir, ms.Counters = m.dir, m.ctr.load()
-			ms.SitOut = v.policy.State(slot) == Online && !v.policy.ReadsAllowed(slot, now)
+			ms.SitOut = state == Online && !v.policy.ReadsAllowed(slot, now)
 		}
-		degraded = degraded || v.policy.State(slot) != Online
-		rebuilding = rebuilding || v.policy.State(slot) == Rebuilding
+		degraded = degraded || state != Online
+		rebuilding = rebuilding || state == Rebuilding
 		st.Members = append(st.Members, ms)
 	}
 	switch {
@@ -288,7 +289,7 @@ func (v *Volume) apply(acts []Action) error {
 		case ActDown:
 			e.Old, e.New = Online.String(), Removed.String()
 		case ActResync:
-			e.Old, e.New = Removed.String(), Rebuilding.String()
+			e.Old, e.New = a.Old.String(), Rebuilding.String()
 			// Nothing reads it until the resync has passed.
 			v.pmu.Lock()
 			v.members[a.Slot].cursor.Store(0)
@@ -476,7 +477,7 @@ func (v *Volume) checkHealth() {
 
 // probeMember checks that a member's directory and files are still there and
 // that it answers a read. gone means its directory, data file or metadata
-// cannot be found.
+// cannot be found, or its device has vanished.
 func (v *Volume) probeMember(m *member) (gone bool, err error) {
 	for _, p := range []string{m.dir, filepath.Join(m.dir, blockdev.DataFile), filepath.Join(m.dir, blockdev.MetaDir, "CURRENT")} {
 		if _, err := os.Stat(p); err != nil {
@@ -507,5 +508,5 @@ func (v *Volume) probeMember(m *member) (gone bool, err error) {
 	if errors.Is(err, blockdev.ErrClosed) {
 		return false, nil // restarted under the probe
 	}
-	return false, err
+	return errors.Is(err, blockdev.ErrVanished), err
 }

@@ -228,7 +228,7 @@ func TestQuorumLossSuspendsAndResumes(t *testing.T) {
 	if _, err := a.Vol.WriteAt(make([]byte, 4096), 0); !errors.Is(err, raid.ErrSuspended) {
 		t.Fatalf("write while suspended = %v, want ErrSuspended", err)
 	}
-	if st := a.Vol.Status(); st.State != raid.ArraySuspended || st.Members[1].State != "ONLINE" {
+	if st := a.Vol.Status(); st.State != raid.ArraySuspended || st.Members[1].State != "REMOVED" {
 		t.Fatalf("status while suspended: %+v", st)
 	}
 
@@ -261,5 +261,85 @@ func TestCountersSurviveReopen(t *testing.T) {
 	a.Open(t, a.Dirs...)
 	if after := a.Vol.Status().Members[0].Counters.ChecksumErrors; after != got {
 		t.Fatalf("checksum errors after reopen = %d, want %d", after, got)
+	}
+}
+
+// TestFailedWritesAreResyncedAfterARestart fails a burst of a member's
+// writes, as many as the error threshold: the writes succeed on the others,
+// the member is restarted, and since its restart succeeds it stays in, but
+// is first resynced over the regions it missed, so that its copies agree
+// with the model on disk again, without waiting for a scrub.
+func TestFailedWritesAreResyncedAfterARestart(t *testing.T) {
+	for layout, members := range map[string]int{"raid1": 2, "raid5": 3} {
+		t.Run(layout, func(t *testing.T) {
+			t.Parallel()
+			ev := make(events, 10000)
+			pol := raid.DefaultPolicy()
+			pol.IOErrors = raid.Threshold{Count: 3, Window: time.Minute}
+			c := raid.Config{Layout: layout, Chunk: 16 << 10, Size: 8 << 20}
+			a, m := filled(t, c, members, raid.Options{OnEvent: ev.on, Policy: pol})
+			a.Fault(1).Add(blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpWrite, Count: 3})
+			rng := seeded(t)
+			for _, off := range []int64{0, 3 << 20, 6 << 20} {
+				p := m[off : off+64<<10]
+				raidtest.Fill(rng, p)
+				if _, err := a.Vol.WriteAt(p, off); err != nil {
+					t.Fatalf("write at %d: %v", off, err)
+				}
+			}
+			ev.waitFor(t, "restart", 1)
+			if e := ev.waitFor(t, "resync", 1); e.Old != "ONLINE" || e.New != "REBUILDING" {
+				t.Fatalf("resync event %+v, want ONLINE -> REBUILDING", e)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, c.Size)
+			if n := rebuildAll(t, a.Vol); n == 0 {
+				t.Fatal("the resync covered nothing")
+			}
+			if st := a.Vol.Status(); st.State != raid.ArrayOptimal || st.Members[1].State != "ONLINE" {
+				t.Fatalf("after the resync: array %s, member 1 %s", st.State, st.Members[1].State)
+			}
+			if ev.seen("fence", 1) {
+				t.Fatal("member 1 was fenced; its restart should have kept it")
+			}
+			a.Close(t)
+			raidtest.CheckOnDisk(t, c, a.Dirs, m)
+		})
+	}
+}
+
+// TestResyncBesideAFencedMember: one member of a three-way mirror vanishes
+// and is fenced; another vanishes soon after, is kept as the likely victim
+// of a shared fault, and comes back. It is resynced from the one that
+// stayed, without consulting the fenced member's closed metadata.
+func TestResyncBesideAFencedMember(t *testing.T) {
+	ev := make(events, 10000)
+	pol := raid.DefaultPolicy()
+	pol.HealthTimeout = 300 * time.Millisecond
+	pol.FailureLevel = 1
+	c := raid.Config{Layout: "mirror:3", Chunk: 16 << 10, Size: 4 << 20}
+	a, m := filled(t, c, 3, raid.Options{OnEvent: ev.on, Policy: pol})
+	a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultVanish})
+	ev.waitFor(t, "fence", 0)
+	a.Fault(2).Add(blockdev.Rule{Kind: blockdev.FaultVanish})
+	if e := ev.waitFor(t, "down", 2); e.New != "REMOVED" {
+		t.Fatalf("member 2 went %+v, want down to REMOVED (kept: the failures look shared)", e)
+	}
+	if st := a.Vol.Status(); st.Members[2].State != "REMOVED" || st.State != raid.ArrayDegraded {
+		t.Fatalf("status with member 2 away: %s, member 2 %s", st.State, st.Members[2].State)
+	}
+	p := m[64<<10 : 128<<10]
+	raidtest.Fill(seeded(t), p)
+	if _, err := a.Vol.WriteAt(p, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	a.Fault(2).Clear()
+	ev.waitFor(t, "resync", 2)
+	waitWork(t, a.Vol)
+	if n := rebuildAll(t, a.Vol); n == 0 {
+		t.Fatal("the resync covered nothing")
+	}
+	raidtest.Expect(t, a.Vol, m, 0, c.Size)
+	if st := a.Vol.Status(); st.Members[2].State != "ONLINE" || st.Members[0].State != "FAULTED" {
+		t.Fatalf("after the resync: members %+v", st.Members)
 	}
 }

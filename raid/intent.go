@@ -360,6 +360,43 @@ func (l *intentLog) setAbsent(slots []int) error {
 	return nil
 }
 
+// failedWrite records, durably, that slot missed regions by failing its
+// part of a write that the others took. Its checksums would catch the stale
+// blocks, but until they are rewritten the others hold the only good copy:
+// once a restart brings the member back it is resynced over them.
+func (l *intentLog) failedWrite(slot int, regions []int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var fresh []int64
+	for _, r := range regions {
+		if !l.missedBy(slot)[r] {
+			fresh = append(fresh, r)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	err := l.v.commitAll("mark regions missed by a failed write", true, func(b *blockdev.Batch) {
+		for _, r := range fresh {
+			b.Set(regionKey(missedPrefix(slot), r), nil)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range fresh {
+		l.missedBy(slot)[r] = true
+	}
+	return nil
+}
+
+// hasMissed reports whether slot is known to have missed any region.
+func (l *intentLog) hasMissed(slot int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.missed[slot]) > 0
+}
+
 // forgetMissed drops what slot missed from memory, once it is resynced.
 func (l *intentLog) forgetMissed(slot int) {
 	l.mu.Lock()

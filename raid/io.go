@@ -156,6 +156,7 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 		return
 	case write:
 		m.ctr.write.Add(1)
+		v.missedWrite(slot, g, err)
 	default:
 		m.ctr.read.Add(1)
 	}
@@ -163,6 +164,17 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 		io.err = err
 	}
 	v.report(slot, func(p *Policy, now time.Time) []Action { return p.IOError(slot, now) })
+}
+
+// missedWrite records the regions of a group of writes that failed on a
+// member, so that it is resynced over them once it is back.
+func (v *Volume) missedWrite(slot int, g []*memIO, cause error) {
+	last := g[len(g)-1]
+	end := last.off + int64(len(last.buf)) + last.forget
+	regions := v.intent.regionsOf(g[0].off/v.geo.chunk, (end-1)/v.geo.chunk)
+	if err := v.intent.failedWrite(slot, regions); err != nil {
+		v.log.Error("cannot record the regions a failed write missed: a scrub will find them", "slot", slot, "cause", cause, "err", err)
+	}
 }
 
 // usable reports whether a member takes reads (or writes) now.

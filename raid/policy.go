@@ -165,6 +165,9 @@ type Action struct {
 	Slot   int // -1 for the whole array
 	Reason string
 	Until  time.Time // for ActSitOut
+	// Old is the state an ActResync takes the member from, when it is not
+	// REMOVED (a member that came back).
+	Old MemberState
 }
 
 func (a Action) String() string {
@@ -207,6 +210,9 @@ type health struct {
 	sitOutUntil time.Time
 	awaiting    bool      // fenced, failover waiting for approval
 	down        Condition // gone or unresponsive while needed for quorum; 0 if not
+	// noted is when a condition the failure level does not count was last
+	// noted, so that it is noted once per error window, not per error.
+	noted map[Condition]time.Time
 }
 
 // Policy is the failover policy's deterministic core. It takes what was
@@ -242,6 +248,15 @@ func (p *Policy) Config() PolicyConfig { return p.cfg }
 
 // State returns a member's state.
 func (p *Policy) State(slot int) MemberState { return p.members[slot].state }
+
+// Shown returns the state to report for a member: REMOVED for one that is
+// gone or unresponsive and kept (down), its state otherwise.
+func (p *Policy) Shown(slot int) MemberState {
+	if h := p.members[slot]; h.down != 0 && h.state == Online {
+		return Removed
+	}
+	return p.members[slot].state
+}
 
 // Suspended reports whether the volume is suspended below quorum.
 func (p *Policy) Suspended() bool { return p.suspended }
@@ -329,7 +344,7 @@ func (p *Policy) Probe(slot int, answered, gone bool, now time.Time) []Action {
 	case h.down != 0 && !p.suspended:
 		// The others served without it: it missed their writes.
 		h.down, h.state = 0, Rebuilding
-		out = append(out, Action{Kind: ActResync, Slot: slot, Reason: "answers again: resyncing what it missed"})
+		out = append(out, Action{Kind: ActResync, Slot: slot, Old: Removed, Reason: "answers again: resyncing what it missed"})
 	case h.down != 0:
 		// Writes were refused while it was needed: it missed nothing.
 		h.down = 0
@@ -358,6 +373,17 @@ func (p *Policy) Restarted(slot int, ok bool, why string, now time.Time) []Actio
 		return out
 	}
 	return p.fence(slot, c, "restart failed: "+why, now)
+}
+
+// Resync takes an online member out of reads to resync it over writes it
+// failed before a restart brought it back.
+func (p *Policy) Resync(slot int) []Action {
+	h := p.members[slot]
+	if h.state != Online || h.down != 0 || h.restarting != 0 {
+		return nil
+	}
+	h.state = Rebuilding
+	return []Action{{Kind: ActResync, Slot: slot, Old: Online, Reason: "restarted after failed writes: resyncing what it missed"}}
 }
 
 // Tick lets time-based decisions happen: sit-outs that ran out.
@@ -449,6 +475,13 @@ func (p *Policy) fail(slot int, c Condition, why string, now time.Time) []Action
 		if c == CondGone || c == CondUnresponsive {
 			return p.goDown(slot, c, why, now)
 		}
+		if last, ok := h.noted[c]; ok && now.Sub(last) < p.cfg.IOErrors.Window {
+			return nil
+		}
+		if h.noted == nil {
+			h.noted = map[Condition]time.Time{}
+		}
+		h.noted[c] = now
 		return []Action{{Kind: ActNote, Slot: slot, Reason: why + fmt.Sprintf(" (failure level %d does not count it)", p.cfg.FailureLevel)}}
 	}
 	if peers := p.correlated(slot, now); peers > 0 {

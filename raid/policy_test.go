@@ -263,3 +263,25 @@ func TestPolicyConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestUncountedConditionsAreNotedOncePerWindow: past the threshold, errors
+// that the failure level does not count are noted once per error window,
+// not once per error.
+func TestUncountedConditionsAreNotedOncePerWindow(t *testing.T) {
+	p := testPolicy(t, "raid5", 4, func(c *PolicyConfig) { c.FailureLevel = 2 })
+	var notes int
+	for i := range 100 {
+		notes += len(p.IOError(1, t0.Add(time.Duration(i)*time.Second)))
+	}
+	if notes != 1 {
+		t.Fatalf("%d notes for 100 uncounted I/O errors within a window, want 1", notes)
+	}
+	later := t0.Add(p.cfg.IOErrors.Window + time.Hour)
+	var as []Action
+	for i := range p.cfg.IOErrors.Count {
+		as = append(as, p.IOError(1, later.Add(time.Duration(i)*time.Second))...)
+	}
+	if kinds(as) != "note" {
+		t.Fatalf("a window later: actions %q, want one note", kinds(as))
+	}
+}

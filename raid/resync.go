@@ -16,14 +16,20 @@ import (
 func missedPrefix(slot int) []byte { return fmt.Appendf(nil, "missed/%d/", slot) }
 
 // missedRegions lists the regions the absent slot missed, as the members
-// that stayed record them.
+// that stayed (and are still open: not fenced) record them.
 func (v *Volume) missedRegions(slot int) ([]int64, error) {
 	seen := map[int64]bool{}
 	for _, m := range v.members {
-		if m == nil || m.slot == slot {
+		if m == nil || m.slot == slot || !m.writable.Load() {
 			continue
 		}
-		if err := scanRegions(m, missedPrefix(slot), func(r int64) { seen[r] = true }); err != nil {
+		m.mu.RLock()
+		var err error
+		if !m.closed.Load() {
+			err = scanRegions(m, missedPrefix(slot), func(r int64) { seen[r] = true })
+		}
+		m.mu.RUnlock()
+		if err != nil {
 			return nil, fmt.Errorf("member %d, regions slot %d missed: %w", m.slot, slot, err)
 		}
 	}

@@ -24,8 +24,9 @@ type Options struct {
 	// means slog.Default().
 	Logger *slog.Logger
 	// Wrap, if set, decorates each member's data device below the checksum
-	// layer; tests use it to inject faults.
-	Wrap func(slot int, dev blockdev.Device) blockdev.Device
+	// layer, each time the member in dir is opened to serve slot; tests and
+	// lockstep inject use it to inject faults.
+	Wrap func(slot int, dir string, dev blockdev.Device) blockdev.Device
 	// Policy is the failover policy; the zero value means DefaultPolicy().
 	Policy PolicyConfig
 	// ReadPolicy is ReadFast (the default) or ReadVote.
@@ -319,7 +320,7 @@ func (m *member) open(capacity int64, want Label) error {
 	}
 	dev := bm.Data
 	if m.opts.Wrap != nil {
-		dev = m.opts.Wrap(m.slot, dev)
+		dev = m.opts.Wrap(m.slot, m.dir, dev)
 	}
 	m.m, m.label, m.raw, m.dev = bm, l, dev, blockdev.NewChecked(dev, bm.Sums)
 	return nil
@@ -361,6 +362,9 @@ func (v *Volume) restart(slot int, why string) {
 	if err == nil {
 		m.mu.Unlock()
 		v.report(slot, func(p *Policy, now time.Time) []Action { return p.Restarted(slot, true, "", now) })
+		if v.intent.hasMissed(slot) {
+			v.report(slot, func(p *Policy, now time.Time) []Action { return p.Resync(slot) })
+		}
 		return
 	}
 	// Writes that find it closed wait until the policy has decided: the
@@ -388,10 +392,11 @@ func newCodec(k, m int, opts ...reedsolomon.Option) (reedsolomon.Encoder, error)
 // discards, flushes): background jobs that see it move yield to them.
 func (v *Volume) Foreground() uint64 { return v.foreground.Load() }
 
-// Note records an event about the whole array (a background job started or
-// finished) in its history.
-func (v *Volume) Note(kind, reason string) error {
-	return v.record(Event{Time: v.now(), Slot: -1, Kind: kind, Reason: reason}, false)
+// Note records an event in the history: about a member (a fault injected
+// into it), or with slot -1 about the whole array (a background job started
+// or finished).
+func (v *Volume) Note(slot int, kind, reason string) error {
+	return v.record(Event{Time: v.now(), Slot: slot, Kind: kind, Reason: reason}, false)
 }
 
 // Size is the volume's size in bytes.

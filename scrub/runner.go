@@ -336,7 +336,7 @@ func (r *Runner) finished(s Scrub) {
 	reason := fmt.Sprintf("%s of %s done in %s: %d bad block(s) found, %d repaired, %s lost",
 		what, raid.FormatSize(s.Done), s.Active.Round(time.Millisecond), sum(s.Bad), sum(s.Repaired), raid.FormatSize(s.Lost))
 	r.log.Info("scrub finished", "check", s.Check, "bytes", s.Done, "bad_blocks", sum(s.Bad), "repaired_blocks", sum(s.Repaired), "lost_bytes", s.Lost, "took", s.Active)
-	if err := r.v.Note("scrub", reason); err != nil {
+	if err := r.v.Note(-1, "scrub", reason); err != nil {
 		r.log.Warn("recording the scrub's end", "err", err)
 	}
 }
@@ -370,7 +370,7 @@ func (r *Runner) StartScrub(check bool) (Scrub, error) {
 	if check {
 		what = "check scrub"
 	}
-	if err := r.v.Note("scrub-start", fmt.Sprintf("%s of %s started", what, raid.FormatSize(total))); err != nil {
+	if err := r.v.Note(-1, "scrub-start", fmt.Sprintf("%s of %s started", what, raid.FormatSize(total))); err != nil {
 		r.log.Warn("recording the scrub's start", "err", err)
 	}
 	r.poke()

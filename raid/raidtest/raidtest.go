@@ -29,8 +29,9 @@ type Array struct {
 	Options raid.Options
 	Vol     *raid.Volume
 
-	mu     sync.Mutex
-	faults []*blockdev.Faulty // by slot; nil for members not open
+	mu        sync.Mutex
+	faults    []*blockdev.Faulty // by slot; nil for members not open
+	faultDirs []string           // the member directory each wrapper is for
 }
 
 // New creates an array of the given layout over members directories in a
@@ -70,21 +71,21 @@ func (a *Array) Open(t testing.TB, dirs ...string) {
 	}
 	a.mu.Lock()
 	a.faults = make([]*blockdev.Faulty, len(a.Dirs))
+	a.faultDirs = make([]string, len(a.Dirs))
 	a.mu.Unlock()
 	o := a.Options
 	o.Direct = o.Direct || a.Direct
-	o.Wrap = func(slot int, d blockdev.Device) blockdev.Device {
-		// A restart reopens the member: its disk's faults stay with it.
+	o.Wrap = func(slot int, dir string, d blockdev.Device) blockdev.Device {
+		// A restart reopens the member: its disk's faults stay with it. A
+		// new disk in the slot (a spare taking over) starts without any.
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		f := blockdev.NewFaulty(d, uint64(slot)+1)
-		if old := a.faults[slot]; old != nil {
-			for _, r := range old.Rules() {
-				f.Add(r)
-			}
+		faults := blockdev.NewFaults(uint64(slot) + 1)
+		if old := a.faults[slot]; old != nil && a.faultDirs[slot] == dir {
+			faults = old.Faults
 		}
-		a.faults[slot] = f
-		return f
+		a.faults[slot], a.faultDirs[slot] = faults.Wrap(d), dir
+		return a.faults[slot]
 	}
 	v, err := raid.Open(dirs, o)
 	if err != nil {

@@ -151,6 +151,7 @@ func printLiveStatus(w io.Writer, st control.Status) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n spares: %s\n", listOrNone(a.Spares))
+	printFaults(w, st.Faults)
 	if len(a.Lost) > 0 {
 		var total int64
 		for _, e := range a.Lost {

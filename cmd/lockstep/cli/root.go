@@ -20,6 +20,6 @@ redundancy.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newCreate(), newMount(), newUmount(), newStatus(), newEvents(), newFail(), newFailover(),
-		newScrub(), newRebuild(), newSpare(), newReplace(), newBench())
+		newScrub(), newRebuild(), newSpare(), newReplace(), newInject(), newChaos(), newBench())
 	return root
 }

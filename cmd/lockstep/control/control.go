@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/lockstepfs/lockstep/blockdev"
 	"github.com/lockstepfs/lockstep/raid"
 	"github.com/lockstepfs/lockstep/scrub"
 )
@@ -29,6 +30,7 @@ const (
 	CmdRebuild = "rebuild" // Action status, pause or resume: a Status
 	CmdSpare   = "spare"   // Action add or remove the spare in Dir: a Status
 	CmdReplace = "replace" // put a new member, made in Dir, in Member's place: a Status
+	CmdInject  = "inject"  // Action add (Fault to Member's disk) or clear (Member's, or all): a Status
 )
 
 // Request is one command to a mount.
@@ -43,6 +45,8 @@ type Request struct {
 	Dir string `json:"dir,omitempty"`
 	// Check makes a scrub find but not repair.
 	Check bool `json:"check,omitempty"`
+	// Fault is the fault to inject.
+	Fault *blockdev.Rule `json:"fault,omitempty"`
 }
 
 // Response is a mount's answer: a result, or an error saying what was
@@ -148,4 +152,14 @@ type Status struct {
 	Coverage scrub.Coverage `json:"coverage"`
 	// RebuildPaused says rebuilds are held back (lockstep rebuild pause).
 	RebuildPaused bool `json:"rebuild_paused,omitempty"`
+	// Faults are the faults injected into member disks (lockstep inject).
+	Faults []Fault `json:"faults"`
+}
+
+// Fault is what lockstep inject has done to one member disk.
+type Fault struct {
+	Slot     int                    `json:"slot"` // -1 for a disk no longer in the array
+	Dir      string                 `json:"dir"`
+	Vanished bool                   `json:"vanished,omitempty"`
+	Rules    []blockdev.ActiveFault `json:"rules"`
 }

@@ -51,6 +51,7 @@ type Daemon struct {
 	once     sync.Once
 	err      error      // the outcome of stopping
 	umountMu sync.Mutex // one Umount at a time
+	faults   injector   // what lockstep inject has done to each member disk
 }
 
 // Start assembles the array, mounts it and opens the control socket and
@@ -81,6 +82,9 @@ func Start(cfg Config) (*Daemon, error) {
 	m := newMetrics()
 	o := cfg.Volume
 	o.Logger = log
+	if o.Wrap == nil {
+		o.Wrap = d.faults.wrap
+	}
 	d.vol, err = raid.Open(cfg.Dirs, o)
 	if err != nil {
 		return nil, err
@@ -229,6 +233,8 @@ func (d *Daemon) handle(_ context.Context, r control.Request) (any, error) {
 			return nil, err
 		}
 		return d.status(d.vol.Replace(slot, r.Dir))
+	case control.CmdInject:
+		return d.inject(r)
 	case control.CmdEvents:
 		return d.vol.Events(), nil
 	case control.CmdFail, control.CmdApprove:
@@ -251,7 +257,7 @@ func (d *Daemon) handle(_ context.Context, r control.Request) (any, error) {
 		return nil, errors.New("request names no command: send {\"cmd\": ...}")
 	}
 	return nil, fmt.Errorf("unknown command %q: use %s", r.Cmd, strings.Join([]string{control.CmdStatus, control.CmdEvents, control.CmdFail,
-		control.CmdApprove, control.CmdScrub, control.CmdRebuild, control.CmdSpare, control.CmdReplace, control.CmdUmount}, ", "))
+		control.CmdApprove, control.CmdScrub, control.CmdRebuild, control.CmdSpare, control.CmdReplace, control.CmdInject, control.CmdUmount}, ", "))
 }
 
 // status answers with the mount's status, unless err (what a command
@@ -261,6 +267,7 @@ func (d *Daemon) status(err ...error) (control.Status, error) {
 		return control.Status{}, err
 	}
 	st := control.Status{Mount: d.info, Array: d.vol.Status(), Jobs: []control.Job{}, RebuildPaused: d.jobs.RebuildPaused()}
+	st.Faults = d.faults.active(st.Array.Members)
 	state := "running"
 	if st.RebuildPaused {
 		state = "paused"
