@@ -29,17 +29,20 @@ deps:
 	fi
 	@if [ "$$(id -u)" = 0 ] && [ -c /dev/fuse ]; then chmod 0666 /dev/fuse; fi
 
-## test: vet, then every package's tests under the race detector
+## test: vet, then every package's tests under the race detector (among
+## them every fault scenario in testdata/scenarios, in its short form)
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## soak: the crash harness at length (LOCKSTEP_CRASH_ITERATIONS crashes per
-## layout, 200 unless set), then its tally
-soak:
+## layout, 200 unless set), then its tally; then every fault scenario in its
+## long form (ten times the operations), as root
+soak: deps build
 	@mkdir -p bin
 	@LOCKSTEP_CRASH_ITERATIONS=$${LOCKSTEP_CRASH_ITERATIONS:-200} $(GO) test -count=1 -timeout 120m -run '^TestCrashRecovery$$' -v ./raid/ > bin/soak.txt 2>&1; \
 	status=$$?; grep -E -- '--- (PASS|FAIL)|^(ok|FAIL|panic)|tally|crash_test.go:[0-9]+: iteration' bin/soak.txt; exit $$status
+	$(BIN) chaos run --long testdata/scenarios/*.yaml | tee bin/chaos-long.txt
 
 ## bench: benchmarks over file-backed members in $TMPDIR, each figure beside
 ## its baseline from the same run (medians of interleaved rounds); read

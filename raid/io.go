@@ -108,6 +108,7 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 			err = errMissing
 		}
 	default:
+		slow := false
 		m.mu.RLock()
 		switch {
 		case m.closed.Load():
@@ -124,9 +125,12 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 		case write:
 			_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)
 		default:
-			err = v.timedRead(m, bufs, g[0].off)
+			slow, err = v.timedRead(m, bufs, g[0].off)
 		}
 		m.mu.RUnlock()
+		if slow {
+			v.noteSlow(m) // once m.mu is let go: it reports to the policy
+		}
 	}
 	if err == errMissing {
 		for _, io := range g {

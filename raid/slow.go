@@ -112,18 +112,16 @@ func (v *Volume) noteSlow(m *member) {
 	v.report(slot, func(p *Policy, now time.Time) []Action { return p.SlowIO(slot, now) })
 }
 
-// timedRead reads bufs from a member, timing the read; a read past the slow
-// bound is counted.
-func (v *Volume) timedRead(m *member, bufs [][]byte, off int64) error {
+// timedRead reads bufs from a member, timing the read, and says whether it
+// took past the slow bound; the caller, once it has let go of m.mu, counts
+// it with noteSlow.
+func (v *Volume) timedRead(m *member, bufs [][]byte, off int64) (slow bool, err error) {
 	bound := v.slowBound(m.slot)
 	start := time.Now()
-	_, err := blockdev.ReadvAt(m.dev, bufs, off)
+	_, err = blockdev.ReadvAt(m.dev, bufs, off)
 	took := time.Since(start)
 	m.slow.lat.add(took)
-	if took > bound {
-		v.noteSlow(m)
-	}
-	return err
+	return took > bound, err
 }
 
 // hedgedRead reads bufs from a suspect member into pooled buffers and waits

@@ -1,7 +1,11 @@
 package raid_test
 
 import (
+	"bytes"
+	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -175,5 +179,60 @@ func TestSlowMemberIsWaitedForWhenTheOthersFail(t *testing.T) {
 			a.Fault(1).Add(blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpRead})
 			raidtest.Expect(t, a.Vol, m, 0, c.Size)
 		})
+	}
+}
+
+// TestSlowReadsDuringRestartsDoNotDeadlock runs reads that a delay makes
+// slow on a member that errors make the policy restart again and again,
+// while events are recorded: a slow read noted to the policy while the
+// member's lock is held would close a cycle with a restart waiting for that
+// lock and an event being written under the policy's.
+func TestSlowReadsDuringRestartsDoNotDeadlock(t *testing.T) {
+	pol := raid.DefaultPolicy()
+	pol.SlowFloor = time.Millisecond
+	pol.SlowFactor = 1
+	pol.IOErrors = raid.Threshold{Count: 1, Window: time.Minute}
+	pol.Restarts = raid.Threshold{Count: 100000, Window: time.Minute}
+	pol.SlowIOs = raid.Threshold{Count: 100000, Window: time.Minute} // never sits out of reads
+	c := raid.Config{Layout: "raid5", Chunk: 16 << 10, Size: 1 << 20}
+	a, m := filled(t, c, 3, raid.Options{Policy: pol, NoMonitor: true})
+	a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 2 * time.Millisecond})
+	// Errors spare block 0, which a restart probes: every restart succeeds.
+	a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpRead, Start: 1, Prob: 0.2})
+	done, reading := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg, readers sync.WaitGroup
+		for w := range 3 {
+			readers.Go(func() {
+				buf := make([]byte, 4096)
+				for i := range 300 {
+					off := int64((i*7+w*13)%256) * 4096
+					if _, err := a.Vol.ReadAt(buf, off); err == nil && !bytes.Equal(buf, m[off:off+4096]) {
+						t.Errorf("read at %d differs from the model", off)
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-reading:
+					return
+				default:
+				}
+				a.Vol.Note(-1, "test", fmt.Sprintf("event %d", i))
+			}
+		})
+		readers.Wait()
+		close(reading)
+		wg.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("reads, restarts and events deadlocked:\n%s", buf[:runtime.Stack(buf, true)])
 	}
 }

@@ -68,7 +68,12 @@ type member struct {
 	probeStart    atomic.Int64 // unix nanoseconds when the probe under way began; 0 if none
 	probeReported atomic.Bool  // the probe under way was already reported overdue
 
-	mu     sync.RWMutex // I/O holds it shared; a restart or Close exclusively
+	// mu is held shared by I/O and exclusively by a restart or Close. The
+	// volume's pmu comes before it (record holds pmu while it writes to the
+	// members): whoever holds mu must not report to the policy, or a
+	// restart waiting for mu, which holds back the readers behind it,
+	// closes a cycle.
+	mu     sync.RWMutex
 	closed atomic.Bool  // its files are closed (the volume closed, or a reopen failed): no I/O; set under mu
 	// pending, while a failed restart's outcome is being decided, is closed
 	// once the policy has fenced the member or suspended the volume; a

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lockstepfs/lockstep/cmd/lockstep/control"
 	"github.com/lockstepfs/lockstep/raid"
@@ -46,7 +47,19 @@ func startFio(t *testing.T, mnt, size string) (wait func() fioReport) {
 	})
 	return func() fioReport {
 		waited = true
-		if err := fio.Wait(); err != nil {
+		done := make(chan struct{})
+		timer := time.AfterFunc(4*time.Minute, func() {
+			select {
+			case <-done:
+			default:
+				t.Errorf("fio still running after 4 minutes; killing it")
+				fio.Process.Kill()
+			}
+		})
+		defer timer.Stop()
+		err := fio.Wait()
+		close(done)
+		if err != nil {
 			t.Fatalf("fio: %v\n%s\n%s", err, errb.String(), out.String())
 		}
 		var res fioReport
@@ -65,7 +78,7 @@ func TestInjectWhileFioVerifies(t *testing.T) {
 	}
 	spare := filepath.Join(e.root, "spare")
 	e.run(append([]string{"create", "--layout", "raid6", "--chunk", "64KiB", "--size", "192MiB", "--spare", spare}, dirs...)...)
-	mnt := e.mount(dirs, "--metrics", "127.0.0.1:0", "--failure-level", "3", "--health-timeout", "1s", "--rebuild-rate", "64MiB:1GiB")
+	mnt := e.mount(dirs, "--metrics", "127.0.0.1:0", "--failure-level", "3", "--health-timeout", "3s", "--rebuild-rate", "64MiB:1GiB")
 	st := e.status(mnt)
 	wait := startFio(t, mnt, "128M")
 

@@ -32,8 +32,9 @@ type Scenario struct {
 	Workload    WorkloadSpec `yaml:"workload"`
 	Steps       []Step       `yaml:"steps"`
 
-	Path  string `yaml:"-"`
-	lines []int  // the line of each step in the file
+	Path     string         `yaml:"-"`
+	lines    []int          // the line of each step in the file
+	sections map[string]int // the line of each top-level field
 }
 
 // ArraySpec is the array a scenario runs on and how it is mounted.
@@ -239,6 +240,7 @@ func Parse(path string, text []byte) (*Scenario, error) {
 	if err := yaml.Unmarshal(text, &doc); err != nil {
 		return nil, yamlError(path, err)
 	}
+	sc.sections = sectionLines(&doc)
 	steps := stepNodes(&doc)
 	for i, n := range steps {
 		sc.lines = append(sc.lines, n.Line)
@@ -280,6 +282,27 @@ func yamlError(path string, err error) error {
 		msgs[i] = fmt.Sprintf("%s:%s: %s", path, line, m)
 	}
 	return fmt.Errorf("%w: %s", ErrScenario, strings.Join(msgs, "; "))
+}
+
+// sectionLines returns the line of each top-level field.
+func sectionLines(doc *yaml.Node) map[string]int {
+	out := map[string]int{}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return out
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		out[m.Content[i].Value] = m.Content[i].Line
+	}
+	return out
+}
+
+// line returns the line of a top-level field, or 1.
+func (sc *Scenario) line(section string) int {
+	if l := sc.sections[section]; l > 0 {
+		return l
+	}
+	return 1
 }
 
 // stepNodes returns the nodes of the steps list.
@@ -355,30 +378,31 @@ func (sc *Scenario) validate() error {
 		return sc.errAt(1, "the scenario has no name: add name: ...")
 	}
 	if a.Layout == "" || a.Members == 0 || a.Size == "" {
-		return sc.errAt(1, "array needs layout, members and size (for example layout: raid5, members: 4, size: 64MiB)")
+		return sc.errAt(sc.line("array"), "array needs layout, members and size (for example layout: raid5, members: 4, size: 64MiB)")
 	}
 	if _, err := raid.ParseLayout(a.Layout, a.Members); err != nil {
-		return sc.errAt(1, "array: %v", err)
+		return sc.errAt(sc.line("array"), "array: %v", err)
 	}
-	for _, s := range []string{a.Size, a.Chunk, sc.Workload.Span} {
-		if s == "" {
-			continue
-		}
-		if _, err := raid.ParseSize(s); err != nil {
-			return sc.errAt(1, "%v", err)
+	for _, s := range []string{a.Size, a.Chunk} {
+		if _, err := raid.ParseSize(s); s != "" && err != nil {
+			return sc.errAt(sc.line("array"), "array: %v", err)
 		}
 	}
-	for _, s := range sc.Workload.Sizes {
+	w := sc.Workload
+	if _, err := raid.ParseSize(w.Span); w.Span != "" && err != nil {
+		return sc.errAt(sc.line("workload"), "workload span: %v", err)
+	}
+	for _, s := range w.Sizes {
 		n, err := raid.ParseSize(s)
 		if err != nil || n <= 0 || n%4096 != 0 || n > 1<<20 {
-			return sc.errAt(1, "workload size %q: give multiples of 4KiB up to 1MiB", s)
+			return sc.errAt(sc.line("workload"), "workload size %q: give multiples of 4KiB up to 1MiB", s)
 		}
 	}
-	if sc.Workload.Write < 0 || sc.Workload.Read < 0 || sc.Workload.Flush < 0 || sc.Workload.Workers < 0 {
-		return sc.errAt(1, "workload weights and workers cannot be negative")
+	if w.Write < 0 || w.Read < 0 || w.Flush < 0 || w.Workers < 0 {
+		return sc.errAt(sc.line("workload"), "workload weights and workers cannot be negative")
 	}
 	if len(sc.Steps) == 0 {
-		return sc.errAt(1, "the scenario has no steps")
+		return sc.errAt(sc.line("steps"), "the scenario has no steps")
 	}
 	for i, st := range sc.Steps {
 		line := sc.stepLine(i)
