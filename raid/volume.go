@@ -74,7 +74,7 @@ type member struct {
 	// restart waiting for mu, which holds back the readers behind it,
 	// closes a cycle.
 	mu     sync.RWMutex
-	closed atomic.Bool  // its files are closed (the volume closed, or a reopen failed): no I/O; set under mu
+	closed atomic.Bool // its files are closed (the volume closed, or a reopen failed): no I/O; set under mu
 	// pending, while a failed restart's outcome is being decided, is closed
 	// once the policy has fenced the member or suspended the volume; a
 	// write that finds the member closed waits on it.
