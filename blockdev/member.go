@@ -79,15 +79,26 @@ func OpenMember(dir string, direct bool) (*Member, error) {
 // ReadLabel returns the encoded label of the member in dir without opening
 // its data, and without writing anything.
 func ReadLabel(dir string) ([]byte, error) {
+	label, _, err := ReadLabelWith(dir, nil)
+	return label, err
+}
+
+// ReadLabelWith is ReadLabel that also returns the record under key (nil
+// if there is none, or key is nil).
+func ReadLabelWith(dir string, key []byte) (label, val []byte, err error) {
 	if !HoldsMember(dir) {
-		return nil, fmt.Errorf("%s is %w (no %s or %s in it)", dir, ErrNotMember, DataFile, MetaDir)
+		return nil, nil, fmt.Errorf("%s is %w (no %s or %s in it)", dir, ErrNotMember, DataFile, MetaDir)
 	}
 	meta, err := OpenMeta(filepath.Join(dir, MetaDir), false, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer meta.Close()
-	return meta.Label()
+	if label, err = meta.Label(); err != nil || key == nil {
+		return label, nil, err
+	}
+	val, _, err = meta.Get(key)
+	return label, val, err
 }
 
 // Close stores the checksum table and closes the data and the metadata.

@@ -1,6 +1,7 @@
 package raid
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -22,10 +23,11 @@ const (
 	ArrayFailed   = "FAILED"   // members missing beyond redundancy
 )
 
-// found is one member directory whose label was read.
+// found is one member directory whose label (and roster) was read.
 type found struct {
-	dir   string
-	label Label
+	dir    string
+	label  Label
+	roster []byte // nil if it has none
 }
 
 // assembly is what the labels say about an array.
@@ -34,6 +36,9 @@ type assembly struct {
 	layout  Layout   //
 	current []*found // by slot; nil where no current member was found
 	stale   []*found // members with an older generation
+	// behind are current members whose label a crash left one generation
+	// behind (see caughtUp); their labels are to be brought up to date.
+	behind  []*found
 	spares  []*found // hot spares
 	state   string   // ArrayOptimal, ArrayDegraded or ArrayFailed
 	present []bool   // by slot
@@ -86,8 +91,12 @@ func assemble(members []found) (*assembly, error) {
 		switch {
 		case m.label.Spare:
 			a.spares = append(a.spares, m)
-		case m.label.Generation < b.Generation:
+		case m.label.Generation < b.Generation && !caughtUp(&members[0], m):
 			a.stale = append(a.stale, m)
+		case m.label.Generation < b.Generation && a.current[m.label.Slot] == nil:
+			a.behind = append(a.behind, m)
+			a.current[m.label.Slot] = m
+			a.present[m.label.Slot] = true
 		case a.current[m.label.Slot] != nil:
 			return nil, fmt.Errorf("%w: %s and %s both claim slot %d at generation %d",
 				ErrForeignMember, a.current[m.label.Slot].dir, m.dir, m.label.Slot, b.Generation)
@@ -105,6 +114,25 @@ func assemble(members []found) (*assembly, error) {
 		a.state = ArrayOptimal
 	}
 	return a, nil
+}
+
+// caughtUp reports whether m, a generation behind newest, is current all
+// the same: a generation change writes the new label to the members one
+// after another, so a crash in the middle leaves some behind. The newest
+// roster, written with the change, tells them apart from a member the
+// change left out: it lists m in its slot, online or being rebuilt.
+// (Nothing reaches the members before a change is written to all of
+// them, so one left behind by a crash has missed no data.)
+func caughtUp(newest, m *found) bool {
+	if m.label.Generation+1 != newest.label.Generation || newest.roster == nil {
+		return false
+	}
+	var r roster
+	if json.Unmarshal(newest.roster, &r) != nil || r.Generation != newest.label.Generation || m.label.Slot >= len(r.Slots) {
+		return false
+	}
+	e := r.Slots[m.label.Slot]
+	return e.UUID == m.label.MemberUUID && (e.State == Online.String() || e.State == Rebuilding.String())
 }
 
 // missingSlots lists the slots without a current member.
@@ -135,7 +163,7 @@ func readLabels(dirs []string) ([]found, error) {
 	}
 	out := make([]found, 0, len(dirs))
 	for _, d := range dirs {
-		raw, err := blockdev.ReadLabel(d)
+		raw, rost, err := blockdev.ReadLabelWith(d, keyRoster)
 		if errors.Is(err, blockdev.ErrNoLabel) {
 			return nil, fmt.Errorf("%w: %s has metadata but no label", ErrCorruptLabel, d)
 		}
@@ -146,7 +174,7 @@ func readLabels(dirs []string) ([]found, error) {
 		if err != nil {
 			return nil, fmt.Errorf("member %s: %w", d, err)
 		}
-		out = append(out, found{dir: d, label: l})
+		out = append(out, found{dir: d, label: l, roster: rost})
 	}
 	return out, nil
 }

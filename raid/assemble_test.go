@@ -208,3 +208,67 @@ func TestCreateDefaultsAndFormat(t *testing.T) {
 		t.Fatalf("member data file: %v, %v", st.Size(), err)
 	}
 }
+
+// TestLabelsLeftBehindByACrashCatchUp: a generation change writes the new
+// label and roster to the members one after another; a crash in the middle
+// leaves some a generation behind. Those the new roster lists as online
+// are current all the same (and their labels are brought up to date at
+// open); those it lists as fenced, or that lag further, stay stale.
+func TestLabelsLeftBehindByACrashCatchUp(t *testing.T) {
+	c := raid.Config{Layout: "raid6", Chunk: 16 << 10, Size: 1 << 20}
+	a := raidtest.New(t, c, 5)
+	m := make(raidtest.Model, c.Size)
+	raidtest.Fill(seeded(t), m)
+	if _, err := a.Vol.WriteAt(m, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Vol.Fail(4); err != nil { // generation 2: member 4 left out, FAULTED in the roster
+		t.Fatal(err)
+	}
+	a.Close(t)
+	labelOf := func(dir string) raid.Label {
+		raw, err := blockdev.ReadLabel(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := raid.DecodeLabel(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	gen := labelOf(a.Dirs[0]).Generation
+	// The crash: members 2 and 3 did not get the last change's label.
+	for _, d := range a.Dirs[2:4] {
+		editLabel(t, d, func(l *raid.Label) []byte { l.Generation = gen - 1; return l.Encode() })
+	}
+	r, err := raid.Inspect(a.Dirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{raid.StateOnline, raid.StateOnline, raid.StateOnline, raid.StateOnline, raid.StateStale}
+	for slot, s := range r.Slots {
+		if s.State != want[slot] {
+			t.Fatalf("slot %d is %s, want %s (report %+v)", slot, s.State, want[slot], r)
+		}
+	}
+	a.Open(t, a.Dirs...)
+	raidtest.Expect(t, a.Vol, m, 0, c.Size)
+	if st := a.Vol.Status(); st.State != raid.ArrayDegraded || st.Members[2].State != "ONLINE" || st.Members[4].State != "FAULTED" {
+		t.Fatalf("after open: %s, members %+v", st.State, st.Members)
+	}
+	a.Close(t)
+	now := labelOf(a.Dirs[0]).Generation
+	for _, d := range a.Dirs[:4] {
+		if g := labelOf(d).Generation; g != now || g < gen {
+			t.Fatalf("%s is at generation %d after the open, want %d like member 0", d, g, now)
+		}
+	}
+	gen = now
+
+	// Two generations behind is a member a change left out, not a crash.
+	editLabel(t, a.Dirs[3], func(l *raid.Label) []byte { l.Generation = gen - 2; return l.Encode() })
+	if r, err := raid.Inspect(a.Dirs); err != nil || r.Slots[3].State != raid.StateStale {
+		t.Fatalf("a member two generations behind: %+v, %v; want it STALE", r, err)
+	}
+}

@@ -66,7 +66,7 @@ func Create(dirs []string, c Config) (Label, error) {
 		}
 	}
 	labels := make([]Label, len(all))
-	var r roster
+	r := roster{Generation: base.Generation}
 	for i, dir := range all {
 		if i < len(dirs) {
 			labels[i] = base

@@ -17,8 +17,11 @@ import (
 var keyRoster = []byte("roster")
 
 type roster struct {
-	Slots  []rosterEntry `json:"slots"`
-	Spares []rosterEntry `json:"spares,omitempty"`
+	// Generation is the array generation the roster was written with (0
+	// in rosters written before it was kept).
+	Generation uint64        `json:"generation,omitempty"`
+	Slots      []rosterEntry `json:"slots"`
+	Spares     []rosterEntry `json:"spares,omitempty"`
 }
 
 type rosterEntry struct {
@@ -49,7 +52,7 @@ func loadRoster(m *member) (r roster, ok bool, err error) {
 // rosterNow describes the membership as it is, and keeps it as the
 // roster last recorded. v.pmu is held.
 func (v *Volume) rosterNow() roster {
-	r := roster{Slots: make([]rosterEntry, len(v.members))}
+	r := roster{Generation: v.generation, Slots: make([]rosterEntry, len(v.members))}
 	for slot, m := range v.members {
 		e := rosterEntry{State: v.policy.State(slot).String()}
 		if h := v.policy.members[slot]; h.state == Online && h.down != 0 {

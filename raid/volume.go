@@ -253,6 +253,16 @@ func Open(dirs []string, o Options) (*Volume, error) {
 			v.events = events // the fullest history among the members
 		}
 	}
+	for _, f := range a.behind {
+		m := v.members[f.label.Slot]
+		m.label.Generation = v.generation
+		if err := m.m.Meta.SetLabel(m.label.Encode()); err != nil {
+			v.closeMembers()
+			return nil, fmt.Errorf("bring member %d's label up to date: %w", m.slot, err)
+		}
+		log.Warn("member's label brought up to date: a crash cut short the generation change that would have written it",
+			"slot", m.slot, "dir", m.dir, "generation", v.generation)
+	}
 	resume, err := v.loadMembership(a, states)
 	if err != nil {
 		v.closeMembers()

@@ -323,35 +323,11 @@ func TestFioVerifiesWhileAMemberIsFenced(t *testing.T) {
 	dirs := e.create("raid6", 6, "256MiB")
 	mnt := e.mount(dirs, "--metrics", "127.0.0.1:0")
 	st := e.status(mnt)
-	fio := exec.Command("fio", "--name=verify", "--filename="+filepath.Join(mnt, "volume"), "--size=160M",
-		"--rw=randwrite", "--bs=64k", "--direct=1", "--ioengine=libaio", "--iodepth=8",
-		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=json")
-	var out, errb bytes.Buffer
-	fio.Stdout, fio.Stderr = &out, &errb
-	if err := fio.Start(); err != nil {
-		t.Fatal(err)
-	}
+	wait := startFio(t, mnt, "160M")
 	// Fence a member once fio is a third of the way through its writes.
 	waitMetric(t, st.Mount.Metrics, `lockstep_request_bytes_total{op="write"}`, 50<<20)
 	e.run("fail", mnt, dirs[3])
-	if err := fio.Wait(); err != nil {
-		t.Fatalf("fio: %v\n%s\n%s", err, errb.String(), out.String())
-	}
-	var res struct {
-		Jobs []struct {
-			Error int `json:"error"`
-			Write struct {
-				IOBytes int64 `json:"io_bytes"`
-			} `json:"write"`
-			Read struct {
-				IOBytes int64 `json:"io_bytes"`
-			} `json:"read"`
-		} `json:"jobs"`
-	}
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil || len(res.Jobs) != 1 {
-		t.Fatalf("fio's report: %v\n%s", err, out.String())
-	}
-	j := res.Jobs[0]
+	j := wait().Jobs[0]
 	if j.Error != 0 || j.Write.IOBytes != 160<<20 || j.Read.IOBytes != 160<<20 {
 		t.Fatalf("fio: error %d, wrote %d and verified %d bytes, want 0 and 160 MiB each", j.Error, j.Write.IOBytes, j.Read.IOBytes)
 	}

@@ -129,12 +129,14 @@ type RebuildStep struct {
 	Resume bool `yaml:"resume"`
 }
 
-// WaitStep waits until the array or a member is in a state, or an event
-// has been recorded since the scenario began.
+// WaitStep waits until the array or a member is in a state, or for an
+// event (of a member, and taking it to a state, if given): each wait for
+// the same event waits for one more than the waits before it.
 type WaitStep struct {
 	Member  *int          `yaml:"member"`
 	State   string        `yaml:"state"`
 	Event   string        `yaml:"event"`
+	To      string        `yaml:"to"`      // with event: the state it took the member to
 	Timeout time.Duration `yaml:"timeout"` // default 60s
 }
 
@@ -164,6 +166,7 @@ type CounterExpect struct {
 type EventExpect struct {
 	Kind   string `yaml:"kind"`
 	Member *int   `yaml:"member"`
+	To     string `yaml:"to"`    // the state it took the member to, if it matters
 	Count  string `yaml:"count"` // default ">0"
 }
 
@@ -220,10 +223,10 @@ var typeNames = map[string]string{
 	"CrashStep":     "a crash step (it takes no fields: write crash: {})",
 	"ScrubStep":     "a scrub step (fields: check, bad, repaired, lost)",
 	"RebuildStep":   "a rebuild step (fields: pause, resume)",
-	"WaitStep":      "a wait step (fields: member, state, event, timeout)",
+	"WaitStep":      "a wait step (fields: member, state, event, to, timeout)",
 	"ExpectStep":    "an expect step (fields: state, members, counters, events, errors, lost, faults)",
 	"CounterExpect": "a counters entry (fields: member, read, write, checksum, repaired, slow)",
-	"EventExpect":   "an events entry (fields: kind, member, count)",
+	"EventExpect":   "an events entry (fields: kind, member, to, count)",
 	"VerifyStep":    "a verify step (it takes no fields: write verify: {})",
 }
 
@@ -477,6 +480,9 @@ func (sc *Scenario) validateStep(kind string, st Step) error {
 		if (w.State == "") == (w.Event == "") {
 			return fmt.Errorf("give state: STATE or event: KIND")
 		}
+		if w.To != "" && (w.Event == "" || !slices.Contains(memberStates, w.To)) {
+			return fmt.Errorf("to %q: give it with event:, as one of %s", w.To, strings.Join(memberStates, ", "))
+		}
 		if w.State != "" {
 			valid := arrayStates
 			if w.Member != nil {
@@ -515,6 +521,9 @@ func (sc *Scenario) validateStep(kind string, st Step) error {
 			}
 			if err := slot(ev.Member, false); err != nil {
 				return err
+			}
+			if ev.To != "" && !slices.Contains(memberStates, ev.To) {
+				return fmt.Errorf("to %q: use one of %s", ev.To, strings.Join(memberStates, ", "))
 			}
 			if _, err := parseCmp(ev.Count); err != nil {
 				return err

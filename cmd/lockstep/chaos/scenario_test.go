@@ -51,7 +51,7 @@ func TestParseRefusesBadScenarios(t *testing.T) {
 		name, text, want string
 	}{
 		{"unknown step", head + "  - run: {ops: 1}\n  - explode: {}\n", `bad.yaml:5: unknown step "explode": use one of run, inject`},
-		{"unknown field", head + "  - wait: {state: OPTIMAL, when: soon}\n", `bad.yaml:4: unknown field "when" in a wait step (fields: member, state, event, timeout)`},
+		{"unknown field", head + "  - wait: {state: OPTIMAL, when: soon}\n", `bad.yaml:4: unknown field "when" in a wait step (fields: member, state, event, to, timeout)`},
 		{"unknown top-level field", "name: t\nlayout: raid5\n", `bad.yaml:2: unknown field "layout" in the scenario`},
 		{"bad type", head + "  - run: {ops: many}\n", `bad.yaml:4: cannot unmarshal !!str ` + "`many`"},
 		{"bad duration", head + "  - wait: {state: OPTIMAL, timeout: forever}\n", `bad.yaml:4:`},

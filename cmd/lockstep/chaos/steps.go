@@ -229,15 +229,18 @@ func (r *run) wait(w *WaitStep) (string, error) {
 			return st.Array.State == w.State
 		})
 	}
-	key := fmt.Sprintf("%s/%s", who, w.Event)
+	key := fmt.Sprintf("%s/%s/%s", who, w.Event, w.To)
 	want := int64(r.waited[key] + 1)
 	what := fmt.Sprintf("event %s on %s", w.Event, who)
+	if w.To != "" {
+		what += " to " + w.To
+	}
 	if want > 1 {
 		what += fmt.Sprintf(" (#%d)", want)
 	}
 	err := r.poll1(timeout, what, func(control.Status) bool {
 		events, err := r.events()
-		return err == nil && countEvents(events, w.Event, w.Member) >= want
+		return err == nil && countEvents(events, w.Event, w.Member, w.To) >= want
 	})
 	if err == nil {
 		r.waited[key] = int(want)
@@ -245,11 +248,12 @@ func (r *run) wait(w *WaitStep) (string, error) {
 	return what, err
 }
 
-// countEvents counts the events of a kind, for a member or any.
-func countEvents(events []raid.Event, kind string, slot *int) int64 {
+// countEvents counts the events of a kind, for a member or any, taking it
+// to a state if to is not "".
+func countEvents(events []raid.Event, kind string, slot *int, to string) int64 {
 	var n int64
 	for _, e := range events {
-		if e.Kind == kind && (slot == nil || e.Slot == *slot) {
+		if e.Kind == kind && (slot == nil || e.Slot == *slot) && (to == "" || e.New == to) {
 			n++
 		}
 	}
@@ -304,7 +308,10 @@ func (r *run) expect(e *ExpectStep) (string, error) {
 			if ev.Member != nil {
 				who = fmt.Sprintf("member %d", *ev.Member)
 			}
-			got := countEvents(events, ev.Kind, ev.Member)
+			if ev.To != "" {
+				who += " to " + ev.To
+			}
+			got := countEvents(events, ev.Kind, ev.Member, ev.To)
 			check(fmt.Sprintf("%s events on %s %s", ev.Kind, who, want), want.holds(got), strconv.FormatInt(got, 10))
 		}
 	}
