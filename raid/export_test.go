@@ -7,3 +7,11 @@ func CheckpointEveryStep(t interface{ Cleanup(func()) }) {
 	checkpointEvery, rebuildBatch = 0, 1
 	t.Cleanup(func() { checkpointEvery, rebuildBatch = old, batch })
 }
+
+// CheckpointNever keeps rebuilds from checkpointing while they run, for the
+// duration of a test: a crash puts them back where they started.
+func CheckpointNever(t interface{ Cleanup(func()) }) {
+	every, parts := checkpointEvery, checkpointParts
+	checkpointEvery, checkpointParts = 1<<62, 1
+	t.Cleanup(func() { checkpointEvery, checkpointParts = every, parts })
+}

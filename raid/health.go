@@ -292,7 +292,7 @@ func (v *Volume) apply(acts []Action) error {
 			e.Old, e.New = a.Old.String(), Rebuilding.String()
 			// Nothing reads it until the resync has passed.
 			v.pmu.Lock()
-			v.members[a.Slot].cursor.Store(0)
+			v.members[a.Slot].restart(0)
 			v.pmu.Unlock()
 		case ActSuspend:
 			e.Old, e.New = "SERVING", ArraySuspended

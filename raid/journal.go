@@ -41,8 +41,11 @@ func newJournal(v *Volume, c Consistency) *journal {
 }
 
 // needs reports whether a planned stripe write must be journaled: it does
-// not cover the whole stripe, or a member of the stripe is not taking
-// writes (its chunk would be reconstructed from the others).
+// not cover the whole stripe, or a member of the stripe would not be taken
+// to hold it after a crash: one not taking writes (its chunk would be
+// reconstructed from the others), or one whose rebuild has passed the
+// stripe since its last checkpoint (a crash puts its cursor back, and
+// recovery could then make nothing of the stripe's parity).
 func (j *journal) needs(w stripeWrite) bool {
 	if !j.enabled {
 		return false
@@ -56,7 +59,7 @@ func (j *journal) needs(w stripeWrite) bool {
 		return true
 	}
 	for i := range g.Members {
-		if !j.v.holds(g.Slot(w.s, i), w.s) {
+		if !j.v.holdsDurably(g.Slot(w.s, i), w.s) {
 			return true
 		}
 	}

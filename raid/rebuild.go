@@ -32,8 +32,14 @@ func rebuildKey(slot int) []byte {
 	return fmt.Appendf(slices.Clone(prefixJob), "rebuild/%d", slot)
 }
 
-// checkpointEvery bounds the work lost to a crash in a rebuild.
-var checkpointEvery = 10 * time.Second
+// A rebuild is checkpointed every checkpointEvery, or each time it has done
+// another 1/checkpointParts of its work if that comes sooner: that bounds
+// the work a crash costs it, and the stripes whose writes are journaled for
+// being past the checkpoint (journal.needs).
+var (
+	checkpointEvery = 10 * time.Second
+	checkpointParts = int64(16)
+)
 
 // rebuildBatch is how many regions a rebuild step does at once.
 var rebuildBatch = 8
@@ -48,6 +54,7 @@ type rebuild struct {
 	total   int64   // volume bytes in all
 	started time.Time
 	saved   time.Time // last checkpoint
+	atDone  int64     // done at the last checkpoint
 	lost    int64     // bytes found beyond redundancy
 }
 
@@ -65,6 +72,8 @@ type rebuildCheckpoint struct {
 	Total   int64     `json:"total"`
 	Started time.Time `json:"started"`
 	Lost    int64     `json:"lost,omitempty"`
+
+	back bool // not stored: the member came back from away and starts over
 }
 
 // RebuildStatus is the rebuild or resync under way.
@@ -153,9 +162,12 @@ func (v *Volume) RebuildStep(budget int64) (n int64, more bool, err error) {
 	}
 	m := v.members[j.slot]
 	if st != Rebuilding || m == nil || m.label.MemberUUID != j.uuid {
-		// The member was fenced or replaced meanwhile: its rebuild ends.
+		// The member was fenced, replaced or went away meanwhile: its
+		// rebuild ends. Its checkpoint stays, so that a member that comes
+		// back knows it was never rebuilt whole; the slot's next rebuild
+		// writes over it.
 		v.dropJob(j)
-		return 0, v.moreJobs(), v.saveRebuild(j, nil)
+		return 0, v.moreJobs(), nil
 	}
 	if len(j.regions) > 0 {
 		rs, region := v.intent.stripes, v.intent.stripes*v.geo.stripeData()
@@ -208,7 +220,7 @@ func (v *Volume) RebuildStep(budget int64) (n int64, more bool, err error) {
 		m.cursor.Store(max(m.cursor.Load(), next))
 	}
 	if len(j.regions) > 0 {
-		if time.Since(j.saved) >= checkpointEvery {
+		if time.Since(j.saved) >= checkpointEvery || j.done-j.atDone >= j.total/checkpointParts {
 			if err := v.saveRebuild(j, m); err != nil {
 				return n, true, err
 			}
@@ -427,6 +439,7 @@ func (v *Volume) poison(m *member, writes []memIO, blocks map[int64][]bool) erro
 // j's checkpoint.
 func (v *Volume) saveRebuild(j *rebuild, m *member) error {
 	var val []byte
+	var cursor int64
 	if m != nil {
 		m.mu.RLock()
 		err := m.dev.Sync()
@@ -435,12 +448,13 @@ func (v *Volume) saveRebuild(j *rebuild, m *member) error {
 			return fmt.Errorf("sync member %d being rebuilt: %w", m.slot, err)
 		}
 		v.pmu.Lock()
-		val, _ = json.Marshal(rebuildCheckpoint{Slot: j.slot, UUID: j.uuid, Kind: j.kind, Cursor: m.cursor.Load(),
+		cursor = m.cursor.Load()
+		val, _ = json.Marshal(rebuildCheckpoint{Slot: j.slot, UUID: j.uuid, Kind: j.kind, Cursor: cursor,
 			Done: j.done, Total: j.total, Started: j.started, Lost: j.lost})
-		j.saved = time.Now()
+		j.saved, j.atDone = time.Now(), j.done
 		v.pmu.Unlock()
 	}
-	return v.commitAll("checkpoint the rebuild", true, func(b *blockdev.Batch) {
+	err := v.commitAll("checkpoint the rebuild", true, func(b *blockdev.Batch) {
 		key := rebuildKey(j.slot)
 		if val == nil {
 			b.Delete(key)
@@ -448,12 +462,16 @@ func (v *Volume) saveRebuild(j *rebuild, m *member) error {
 			b.Set(key, val)
 		}
 	})
+	if err == nil && m != nil {
+		m.durable.Store(cursor)
+	}
+	return err
 }
 
 // finishRebuild brings a rebuilt member online: synced, given the regions
-// ever written and the background jobs' records, its checkpoint and the
-// others' record of what it missed dropped, then marked ONLINE in a new
-// generation.
+// ever written and the background jobs' records, the others' record of what
+// it missed dropped, marked ONLINE in a new generation, and then its
+// checkpoint dropped.
 func (v *Volume) finishRebuild(j *rebuild, m *member) error {
 	m.mu.RLock()
 	err := m.dev.Sync()
@@ -477,9 +495,6 @@ func (v *Volume) finishRebuild(j *rebuild, m *member) error {
 	if err := v.forgetMissed(j.slot); err != nil {
 		return err
 	}
-	if err := v.saveRebuild(j, nil); err != nil {
-		return err
-	}
 	m.cursor.Store(whole)
 	v.dropJob(j)
 	v.pmu.Lock()
@@ -493,6 +508,12 @@ func (v *Volume) finishRebuild(j *rebuild, m *member) error {
 	v.log.Info("member "+j.kind+" done", "slot", j.slot, "bytes", j.total, "took", took, "lost_bytes", j.lost)
 	v.refreshRouting()
 	err = v.record(Event{Time: v.now(), Slot: j.slot, Kind: j.kind, Old: Rebuilding.String(), New: Online.String(), Reason: reason}, true)
+	if err == nil {
+		// Only now would a crash find it ONLINE; until now it would have
+		// resumed from its checkpoint, dropped only now.
+		m.durable.Store(whole)
+		err = v.saveRebuild(j, nil)
+	}
 	return errors.Join(err, v.apply(acts))
 }
 
@@ -516,7 +537,7 @@ func (v *Volume) startRebuild(slot int, kind string, regions []int64, from rebui
 		j.started, j.done, j.lost = from.Started, from.Done, from.Lost
 		j.total += j.done
 	}
-	m.cursor.Store(from.Cursor)
+	m.restart(from.Cursor)
 	if len(j.regions) > 0 {
 		m.cursor.Store(max(from.Cursor, j.regions[0]*v.intent.stripes))
 	}
@@ -582,7 +603,7 @@ func (v *Volume) takeOver(slot int, sp *spareDisk, why string) error {
 		return fmt.Errorf("open %s: %w", sp.dir, err)
 	}
 	nm.label.Spare, nm.label.Slot = false, slot
-	nm.cursor.Store(0)
+	nm.restart(0)
 	old := v.members[slot]
 	if old != nil {
 		old.retired.Store(true)
@@ -790,19 +811,27 @@ func (v *Volume) loadMembership(a *assembly, states []MemberState) ([]rebuildChe
 					back.m.Close()
 					return none, err
 				}
-				back.cursor.Store(0)
+				back.restart(0)
 				v.members[slot], m = back, back
-				e.State = Rebuilding.String()
-				if cp, err := v.savedRebuild(first, slot, back.label.MemberUUID); err != nil || cp.Kind != KindResync {
-					// Not resynced before: from the start.
-					e.State = "back"
-				}
+				e.State = "back"
 			}
 		}
 		switch {
 		case m != nil && e.State == "back":
+			// It starts over, whatever it was doing when it went (a
+			// checkpoint is out of date: it has missed writes behind it
+			// since): a resync of what it missed, or, if it had never been
+			// rebuilt whole, a rebuild.
 			states[slot] = Rebuilding
-			resume = append(resume, rebuildCheckpoint{Slot: slot, UUID: m.label.MemberUUID, Kind: KindResync, Started: time.Time{}})
+			cp, err := v.savedRebuild(first, slot, m.label.MemberUUID)
+			if err != nil {
+				return none, err
+			}
+			kind := KindResync
+			if cp.Kind == KindRebuild && !cp.Started.IsZero() {
+				kind = KindRebuild
+			}
+			resume = append(resume, rebuildCheckpoint{Slot: slot, UUID: m.label.MemberUUID, Kind: kind, back: true})
 		case m == nil && e.State == Faulted.String():
 			states[slot] = Faulted
 		case m != nil && e.State == Rebuilding.String() && e.UUID == m.label.MemberUUID:
@@ -811,7 +840,7 @@ func (v *Volume) loadMembership(a *assembly, states []MemberState) ([]rebuildChe
 			if err != nil {
 				return none, err
 			}
-			m.cursor.Store(cp.Cursor)
+			m.restart(cp.Cursor)
 			resume = append(resume, cp)
 		}
 	}
@@ -850,11 +879,14 @@ func (v *Volume) resumeRebuild(cps []rebuildCheckpoint) error {
 				return err
 			}
 		}
-		if cp.Kind == KindResync && cp.Started.IsZero() {
+		if cp.back {
 			// Back from away: a new generation takes it in (its label
 			// was left behind), rebuilding.
-			err := v.record(Event{Time: v.now(), Slot: cp.Slot, Kind: KindResync, Old: Removed.String(), New: Rebuilding.String(),
-				Reason: fmt.Sprintf("member came back: resyncing the %d region(s) written while it was away", len(regions))}, true)
+			why := fmt.Sprintf("member came back: resyncing the %d region(s) written while it was away", len(regions))
+			if cp.Kind == KindRebuild {
+				why = fmt.Sprintf("member came back before its rebuild was done: rebuilding its %d written region(s) from the start", len(regions))
+			}
+			err := v.record(Event{Time: v.now(), Slot: cp.Slot, Kind: cp.Kind, Old: Removed.String(), New: Rebuilding.String(), Reason: why}, true)
 			if err != nil {
 				return err
 			}

@@ -121,3 +121,43 @@ func TestUnreachableMemberIsResyncedWhenItAnswers(t *testing.T) {
 	a.Close(t)
 	raidtest.CheckOnDisk(t, c, a.Dirs, m)
 }
+
+// TestHalfRebuiltMemberComesBackToARebuild: a spare taking over is partly
+// rebuilt when the array is next assembled without it; writes go on, and
+// when it comes back its label is intact, but it never held the regions
+// its rebuild had not reached. It gets a rebuild from the start, not a
+// resync of what it missed, and ends holding everything.
+func TestHalfRebuiltMemberComesBackToARebuild(t *testing.T) {
+	raid.CheckpointEveryStep(t)
+	rng := seeded(t)
+	c, spare := withSpare(t, "raid5", 16<<10)
+	a, m := filled(t, c, 4, raid.Options{})
+	if err := a.Vol.Fail(1); err != nil {
+		t.Fatal(err)
+	}
+	waitWork(t, a.Vol)
+	if _, _, err := a.Vol.RebuildStep(0); err != nil {
+		t.Fatal(err)
+	}
+	dirs := withSlot(a.Dirs, 1, spare)
+	a.Open(t, dirs[0], dirs[2], dirs[3])
+	region := a.Vol.RegionStripes() * a.Vol.StripeBytes()
+	off := region + rng.Int64N(region/2)
+	raidtest.Fill(rng, m[off:off+4096])
+	if _, err := a.Vol.WriteAt(m[off:off+4096], off); err != nil {
+		t.Fatal(err)
+	}
+	a.Open(t, dirs...)
+	st := a.Vol.Status()
+	if st.Members[1].State != "REBUILDING" || len(st.Rebuilds) != 1 || st.Rebuilds[0].Kind != raid.KindRebuild {
+		t.Fatalf("the half-rebuilt member back: %+v", st)
+	}
+	raidtest.Expect(t, a.Vol, m, 0, c.Size)
+	if n := rebuildAll(t, a.Vol); n != c.Size {
+		t.Fatalf("the rebuild covered %d bytes, want all %d written", n, c.Size)
+	}
+	raidtest.Expect(t, a.Vol, m, 0, c.Size)
+	a.Close(t)
+	raidtest.CheckOnDisk(t, c, dirs, m)
+	raidtest.CheckConsistent(t, c, dirs)
+}

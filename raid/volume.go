@@ -91,7 +91,12 @@ type member struct {
 	// cursor is the first stripe a rebuild or resync of the member has
 	// not reached: the member holds current data only below it, and is
 	// read only there. whole (the default) once it is current throughout.
-	cursor  atomic.Int64
+	cursor atomic.Int64
+	// durable is the cursor of the member's last rebuild checkpoint (at
+	// most cursor): where a crash puts the cursor back to. Stripes between
+	// the two were rebuilt but a crash forgets it, so writes to them are
+	// journaled as writes to a degraded stripe are.
+	durable atomic.Int64
 	retired atomic.Bool // replaced by another member: never opened again
 }
 
@@ -100,8 +105,15 @@ const whole = math.MaxInt64
 
 func newMember(slot int, dir string, o Options) *member {
 	m := &member{slot: slot, dir: dir, opts: o}
-	m.cursor.Store(whole)
+	m.restart(whole)
 	return m
+}
+
+// restart puts the member's cursor, and the checkpoint it is taken to have,
+// at c: a rebuild or resync starts there.
+func (m *member) restart(c int64) {
+	m.cursor.Store(c)
+	m.durable.Store(c)
 }
 
 // holds reports whether the member in slot takes writes and holds current
@@ -109,6 +121,13 @@ func newMember(slot int, dir string, o Options) *member {
 func (v *Volume) holds(slot int, s int64) bool {
 	m := v.members[slot]
 	return m != nil && m.writable.Load() && s < m.cursor.Load()
+}
+
+// holdsDurably reports whether the member in slot takes writes and would
+// still be taken to hold current data in stripe s after a crash.
+func (v *Volume) holdsDurably(slot int, s int64) bool {
+	m := v.members[slot]
+	return m != nil && m.writable.Load() && s < m.durable.Load()
 }
 
 // Volume is an open array: one virtual block device over its members. It is

@@ -224,7 +224,7 @@ func (v *Volume) encodeParity(s int64, bySlot []*span, lo, hi int64, parity [][]
 // updateParity computes parity over [lo, hi) from the old parity and the old
 // and new contents of the chunks written. It fails, leaving the caller to
 // encode instead, when an old parity chunk is present but cannot be proven
-// good.
+// good, or is skipped on a member that takes the write all the same.
 func (v *Volume) updateParity(s int64, bySlot []*span, lo, hi int64, parity [][]byte) error {
 	g := v.geo
 	old := make([][]byte, g.Members)
@@ -249,7 +249,13 @@ func (v *Volume) updateParity(s int64, bySlot []*span, lo, hi int64, parity [][]
 	}
 	v.do(ios, false)
 	for _, io := range ios {
-		if io.err != nil && io.err != errMissing {
+		switch {
+		case io.err == errMissing && v.usable(io.slot, true):
+			// Skipped, yet it takes the write (a member being rebuilt,
+			// ahead of its cursor): the update would write it parity
+			// folded from whatever it holds there.
+			return fmt.Errorf("old parity of member %d not current: %w", io.slot, io.err)
+		case io.err != nil && io.err != errMissing:
 			return fmt.Errorf("old parity unreadable: %w", io.err)
 		}
 	}

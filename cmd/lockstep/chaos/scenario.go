@@ -130,13 +130,15 @@ type RebuildStep struct {
 }
 
 // WaitStep waits until the array or a member is in a state, or for an
-// event (of a member, and taking it to a state, if given): each wait for
+// event (of a member, and taking it to a state, if given), or until a
+// member's rebuild or resync has done a share of its work: each wait for
 // the same event waits for one more than the waits before it.
 type WaitStep struct {
 	Member  *int          `yaml:"member"`
 	State   string        `yaml:"state"`
 	Event   string        `yaml:"event"`
 	To      string        `yaml:"to"`      // with event: the state it took the member to
+	Rebuilt string        `yaml:"rebuilt"` // with member: a percentage, "25%"
 	Timeout time.Duration `yaml:"timeout"` // default 60s
 }
 
@@ -144,6 +146,7 @@ type WaitStep struct {
 type ExpectStep struct {
 	State    string          `yaml:"state"`   // the array's
 	Members  map[int]string  `yaml:"members"` // slot → state
+	Rebuilt  map[int]string  `yaml:"rebuilt"` // slot → comparison with the percentage its rebuild has done
 	Counters []CounterExpect `yaml:"counters"`
 	Events   []EventExpect   `yaml:"events"`
 	Errors   string          `yaml:"errors"` // I/O errors the workload has seen
@@ -223,8 +226,8 @@ var typeNames = map[string]string{
 	"CrashStep":     "a crash step (it takes no fields: write crash: {})",
 	"ScrubStep":     "a scrub step (fields: check, bad, repaired, lost)",
 	"RebuildStep":   "a rebuild step (fields: pause, resume)",
-	"WaitStep":      "a wait step (fields: member, state, event, to, timeout)",
-	"ExpectStep":    "an expect step (fields: state, members, counters, events, errors, lost, faults)",
+	"WaitStep":      "a wait step (fields: member, state, event, to, rebuilt, timeout)",
+	"ExpectStep":    "an expect step (fields: state, members, rebuilt, counters, events, errors, lost, faults)",
 	"CounterExpect": "a counters entry (fields: member, read, write, checksum, repaired, slow)",
 	"EventExpect":   "an events entry (fields: kind, member, to, count)",
 	"VerifyStep":    "a verify step (it takes no fields: write verify: {})",
@@ -477,8 +480,16 @@ func (sc *Scenario) validateStep(kind string, st Step) error {
 		if err := slot(w.Member, false); err != nil {
 			return err
 		}
-		if (w.State == "") == (w.Event == "") {
-			return fmt.Errorf("give state: STATE or event: KIND")
+		if given := btoi(w.State != "") + btoi(w.Event != "") + btoi(w.Rebuilt != ""); given != 1 {
+			return fmt.Errorf("give one of state: STATE, event: KIND or rebuilt: PERCENT")
+		}
+		if w.Rebuilt != "" {
+			if w.Member == nil {
+				return fmt.Errorf("rebuilt %q: name the member whose rebuild it is", w.Rebuilt)
+			}
+			if _, err := parsePercent(w.Rebuilt); err != nil {
+				return err
+			}
 		}
 		if w.To != "" && (w.Event == "" || !slices.Contains(memberStates, w.To)) {
 			return fmt.Errorf("to %q: give it with event:, as one of %s", w.To, strings.Join(memberStates, ", "))
@@ -503,6 +514,14 @@ func (sc *Scenario) validateStep(kind string, st Step) error {
 			}
 			if !slices.Contains(memberStates, state) {
 				return fmt.Errorf("member %d state %q: use one of %s", s, state, strings.Join(memberStates, ", "))
+			}
+		}
+		for s, c := range e.Rebuilt {
+			if err := slot(&s, true); err != nil {
+				return err
+			}
+			if _, err := parseCmp(c); err != nil {
+				return err
 			}
 		}
 		for _, c := range e.Counters {
@@ -566,6 +585,22 @@ func parseCmp(s string) (*cmp, error) {
 	}
 	c.n = n
 	return c, nil
+}
+
+// parsePercent reads a percentage, "25%" (or "25"), from 0 to 100.
+func parsePercent(s string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(s), "%"), 10, 64)
+	if err != nil || n < 0 || n > 100 {
+		return 0, fmt.Errorf("rebuilt %q: write a percentage from 0%% to 100%%", s)
+	}
+	return n, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // holds reports whether v satisfies the comparison.

@@ -51,7 +51,7 @@ func TestParseRefusesBadScenarios(t *testing.T) {
 		name, text, want string
 	}{
 		{"unknown step", head + "  - run: {ops: 1}\n  - explode: {}\n", `bad.yaml:5: unknown step "explode": use one of run, inject`},
-		{"unknown field", head + "  - wait: {state: OPTIMAL, when: soon}\n", `bad.yaml:4: unknown field "when" in a wait step (fields: member, state, event, to, timeout)`},
+		{"unknown field", head + "  - wait: {state: OPTIMAL, when: soon}\n", `bad.yaml:4: unknown field "when" in a wait step (fields: member, state, event, to, rebuilt, timeout)`},
 		{"unknown top-level field", "name: t\nlayout: raid5\n", `bad.yaml:2: unknown field "layout" in the scenario`},
 		{"bad type", head + "  - run: {ops: many}\n", `bad.yaml:4: cannot unmarshal !!str ` + "`many`"},
 		{"bad duration", head + "  - wait: {state: OPTIMAL, timeout: forever}\n", `bad.yaml:4:`},
@@ -62,6 +62,10 @@ func TestParseRefusesBadScenarios(t *testing.T) {
 		{"no member", head + "  - fail: {}\n", `bad.yaml:4: step 1 (fail): name a member`},
 		{"bad state", head + "  - wait: {state: HAPPY}\n", `bad.yaml:4: step 1 (wait): state "HAPPY": use one of OPTIMAL`},
 		{"bad comparison", head + "  - expect: {errors: lots}\n", `bad.yaml:4: step 1 (expect): comparison "lots"`},
+		{"two waits in one", head + "  - wait: {state: OPTIMAL, event: fence}\n", `step 1 (wait): give one of state: STATE, event: KIND or rebuilt: PERCENT`},
+		{"rebuilt without a member", head + "  - wait: {rebuilt: 50%}\n", `step 1 (wait): rebuilt "50%": name the member whose rebuild it is`},
+		{"bad percentage", head + "  - wait: {member: 1, rebuilt: 150%}\n", `step 1 (wait): rebuilt "150%": write a percentage from 0% to 100%`},
+		{"bad rebuilt comparison", head + "  - expect: {rebuilt: {1: most}}\n", `step 1 (expect): comparison "most"`},
 		{"bad layout", "name: t\narray: {layout: raid7, members: 4, size: 32MiB}\nsteps: [{run: {ops: 1}}]\n", `bad.yaml:2: array: invalid layout: "raid7"`},
 		{"no steps", "name: t\narray: {layout: raid5, members: 4, size: 32MiB}\n", `bad.yaml:1: the scenario has no steps`},
 		{"finish without a command", head + "  - run: {finish: true}\n", `step 1 (run): finish waits for a workload command`},

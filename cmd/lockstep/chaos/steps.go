@@ -220,6 +220,14 @@ func (r *run) wait(w *WaitStep) (string, error) {
 	if w.Member != nil {
 		who = fmt.Sprintf("member %d", *w.Member)
 	}
+	if w.Rebuilt != "" {
+		want, _ := parsePercent(w.Rebuilt)
+		what := fmt.Sprintf("%s rebuilt to %d%%", who, want)
+		return what, r.poll1(timeout, what, func(st control.Status) bool {
+			done, ok := rebuiltPercent(st, *w.Member)
+			return ok && done >= want
+		})
+	}
 	if w.State != "" {
 		what := who + " " + w.State
 		return what, r.poll1(timeout, what, func(st control.Status) bool {
@@ -246,6 +254,17 @@ func (r *run) wait(w *WaitStep) (string, error) {
 		r.waited[key] = int(want)
 	}
 	return what, err
+}
+
+// rebuiltPercent returns the share of its work, in percent, that the
+// rebuild or resync of the member in slot has done, if one is under way.
+func rebuiltPercent(st control.Status, slot int) (int64, bool) {
+	for _, b := range st.Array.Rebuilds {
+		if b.Slot == slot && b.Total > 0 {
+			return b.Done * 100 / b.Total, true
+		}
+	}
+	return 0, false
 }
 
 // countEvents counts the events of a kind, for a member or any, taking it
@@ -279,6 +298,15 @@ func (r *run) expect(e *ExpectStep) (string, error) {
 	for slot, state := range e.Members {
 		got := st.Array.Members[slot].State
 		check(fmt.Sprintf("member %d %s", slot, state), got == state, got)
+	}
+	for slot, c := range e.Rebuilt {
+		want := mustCmp(c)
+		done, ok := rebuiltPercent(st, slot)
+		got := "no rebuild under way"
+		if ok {
+			got = fmt.Sprintf("%d%%", done)
+		}
+		check(fmt.Sprintf("member %d rebuilt %s%%", slot, want), ok && want.holds(done), got)
 	}
 	for _, c := range e.Counters {
 		m := st.Array.Members[c.Member].Counters
