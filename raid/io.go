@@ -32,7 +32,11 @@ type memIO struct {
 	// forget, for a discard (buf nil), is how many bytes from off the
 	// member forgets.
 	forget int64
-	err    error
+	// patient marks a read that must see the member's data, however slow
+	// the member is and even while it sits out of reads: a scrub's, which
+	// would otherwise call blocks verified that it never read.
+	patient bool
+	err     error
 }
 
 // maxIOV is the most buffers one vectored member I/O carries (Linux's
@@ -59,7 +63,7 @@ func (v *Volume) do(ios []memIO, write bool) {
 	for _, io := range order {
 		if n := len(groups); n > 0 {
 			g := groups[n-1]
-			if last := g[len(g)-1]; last.slot == io.slot && last.off+int64(len(last.buf)) == io.off && len(g) < maxIOV {
+			if last := g[len(g)-1]; last.slot == io.slot && last.off+int64(len(last.buf)) == io.off && last.patient == io.patient && len(g) < maxIOV {
 				groups[n-1] = append(g, io)
 				continue
 			}
@@ -96,12 +100,14 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 	}
 	var err error
 	last := g[len(g)-1]
+	lastChunk := (last.off + int64(len(last.buf)) - 1) / v.geo.chunk
+	patient := !write && g[0].patient
 	switch {
-	case !v.usable(slot, write):
+	case !v.usable(slot, write) && !(patient && v.holds(slot, lastChunk)):
 		err = errMissing
-	case !write && (last.off+int64(len(last.buf))-1)/v.geo.chunk >= m.cursor.Load():
+	case !write && lastChunk >= m.cursor.Load():
 		err = errMissing // not rebuilt that far yet
-	case !write && v.suspect(m):
+	case !write && !patient && v.suspect(m):
 		// It was slow lately: do not let it hold the request up.
 		var answered bool
 		if answered, err = v.hedgedRead(m, bufs, g[0].off); !answered {
@@ -335,7 +341,7 @@ func (v *Volume) readSpans(s int64, spans []span) error {
 func (v *Volume) planRead(s int64, spans []span, t *tally) []memIO {
 	g := v.geo
 	if v.votes(t) {
-		return v.planVote(s, spans)
+		return v.planVote(s, spans, t != nil && t.vote)
 	}
 	ios := make([]memIO, len(spans))
 	for i, sp := range spans {

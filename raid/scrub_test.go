@@ -4,7 +4,9 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/lockstepfs/lockstep/blockdev"
 	"github.com/lockstepfs/lockstep/raid"
 	"github.com/lockstepfs/lockstep/raid/raidtest"
 )
@@ -176,6 +178,60 @@ func TestScrubRecordsLostData(t *testing.T) {
 			if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 || len(res.Lost) != 0 {
 				t.Fatalf("final check scrub: bad %v lost %v, %v", res.Bad, res.Lost, err)
 			}
+		})
+	}
+}
+
+// TestScrubWaitsForASlowMember rots blocks on a member that then turns slow
+// and sits out of reads: foreground reads go around it, but a scrub reads
+// it all the same, finds every rotten block on it and repairs them.
+func TestScrubWaitsForASlowMember(t *testing.T) {
+	for _, g := range []struct {
+		layout  string
+		members int
+	}{{"raid1", 2}, {"raid5", 4}, {"raid6", 5}} {
+		t.Run(g.layout, func(t *testing.T) {
+			t.Parallel()
+			ev := make(events, 10000)
+			rng := seeded(t)
+			c := raid.Config{Layout: g.layout, Chunk: 64 << 10, Size: 2 << 20}
+			a, m := filled(t, c, g.members, raid.Options{Policy: slowPolicy(3), OnEvent: ev.on})
+			stripes := a.Vol.Stripes()
+			from := stripes/2 + 1 // the rotten half, which the scrubs cover
+			a.Close(t)
+			// Rot member 0 in the second half of the volume; the reads that
+			// make it sit out stay in the first half, so none meets the rot.
+			want := make([]int64, g.members)
+			for s := from; s < stripes; s += 2 {
+				rot(t, a.Dirs[0], s*c.Chunk+rng.Int64N(c.Chunk/bs)*bs, rng)
+				want[0]++
+			}
+			a.Open(t, a.Dirs...)
+			a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 100 * time.Millisecond})
+			for i := 0; !a.Vol.Status().Members[0].SitOut; i++ {
+				if i == 400 {
+					t.Fatalf("member 0 never sat out: %+v", a.Vol.Status().Members[0])
+				}
+				off, n := raidtest.RandomRange(rng, c.Size/4, 64<<10)
+				raidtest.Expect(t, a.Vol, m, off, n)
+			}
+			ev.waitFor(t, "sit-out", 0)
+			for _, check := range []bool{true, false} {
+				res, err := a.Vol.Scrub(from, stripes, check)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(res.Bad, want) || (check && sum(res.Repaired) != 0) || (!check && !slices.Equal(res.Repaired, want)) {
+					t.Fatalf("scrub (check %v) beside a member sitting out: bad %v repaired %v, want %v found", check, res.Bad, res.Repaired, want)
+				}
+			}
+			if res, err := a.Vol.Scrub(from, stripes, true); err != nil || sum(res.Bad) != 0 {
+				t.Fatalf("scrub after the repair: bad %v, %v", res.Bad, err)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, c.Size)
+			a.Fault(0).Clear()
+			a.Close(t)
+			raidtest.CheckOnDisk(t, c, a.Dirs, m)
 		})
 	}
 }

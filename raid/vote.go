@@ -24,8 +24,9 @@ func (v *Volume) votes(t *tally) bool {
 // planVote plans a voting read: every copy of each span, or every chunk of
 // the stripe over the columns the spans touch. The first copy and data
 // chunks that cover those columns read into the request; the rest into
-// pooled buffers that finishVote gives back.
-func (v *Volume) planVote(s int64, spans []span) []memIO {
+// pooled buffers that finishVote gives back. A patient vote (a scrub's)
+// waits for slow members and those sitting out of reads.
+func (v *Volume) planVote(s int64, spans []span, patient bool) []memIO {
 	g := v.geo
 	var ios []memIO
 	if g.Parity == 0 {
@@ -35,7 +36,7 @@ func (v *Volume) planVote(s int64, spans []span) []memIO {
 				if c > 0 {
 					buf = v.getBuf(int64(len(sp.buf)))
 				}
-				ios = append(ios, memIO{slot: g.Slot(s, sp.d*g.Copies+c), off: s*g.chunk + sp.off, buf: buf})
+				ios = append(ios, memIO{slot: g.Slot(s, sp.d*g.Copies+c), off: s*g.chunk + sp.off, buf: buf, patient: patient})
 			}
 		}
 		return ios
@@ -51,7 +52,7 @@ func (v *Volume) planVote(s int64, spans []span) []memIO {
 		if buf == nil {
 			buf = v.getBuf(hi - lo)
 		}
-		ios = append(ios, memIO{slot: g.Slot(s, i), off: s*g.chunk + lo, buf: buf})
+		ios = append(ios, memIO{slot: g.Slot(s, i), off: s*g.chunk + lo, buf: buf, patient: patient})
 	}
 	return ios
 }
