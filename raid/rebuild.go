@@ -357,6 +357,10 @@ func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byt
 	shards := make([][][]byte, s1-s0)
 	var ios []memIO
 	var owner []int64 // stripe of each I/O
+	from := v.rebuildSources(m.slot, s0, s1)
+	if g.Parity > 0 && len(from) < g.Data {
+		return out // too few to reconstruct from: the general path says what is lost
+	}
 	for s := s0; s < s1; s++ {
 		target := g.shardOf(m.slot, s)
 		if g.Parity == 0 {
@@ -371,16 +375,14 @@ func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byt
 			continue
 		}
 		sh := make([][]byte, g.Members)
-		read := 0
-		for i := range g.Members {
-			if i == target || read == g.Data || !v.usable(g.Slot(s, i), false) {
-				sh[i] = get()[:0] // to be rebuilt
-				continue
-			}
-			sh[i] = get()
-			ios = append(ios, memIO{slot: g.Slot(s, i), off: s * g.chunk, buf: sh[i]})
+		for i := range sh {
+			sh[i] = get()[:0] // to be rebuilt, unless read below
+		}
+		for _, slot := range from {
+			i := g.shardOf(slot, s)
+			sh[i] = sh[i][:g.chunk]
+			ios = append(ios, memIO{slot: slot, off: s * g.chunk, buf: sh[i]})
 			owner = append(owner, s)
-			read++
 		}
 		shards[s-s0] = sh
 	}
@@ -399,14 +401,35 @@ func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byt
 	if g.Parity == 0 {
 		return out
 	}
+	need := make([]bool, g.Members)
 	for s := s0; s < s1; s++ {
-		sh := shards[s-s0]
-		if failed[s] || v.codec.Reconstruct(sh) != nil {
+		sh, target := shards[s-s0], g.shardOf(m.slot, s)
+		clear(need)
+		need[target] = true
+		if failed[s] || v.codec.ReconstructSome(sh, need) != nil {
 			continue
 		}
-		out[s-s0] = sh[g.shardOf(m.slot, s)]
+		out[s-s0] = sh[target]
 	}
 	return out
+}
+
+// rebuildSources picks the members a parity layout's fast rebuild of slot
+// reads from for stripes [s0, s1): Data of those that take reads there
+// (another member being rebuilt, only behind its cursor), the same ones for
+// every stripe, so that each reads one run instead of runs broken wherever
+// the parity rotation would skip it. Which members rest turns with s0, to
+// share the load.
+func (v *Volume) rebuildSources(slot int, s0, s1 int64) []int {
+	g := v.geo
+	from := make([]int, 0, g.Members)
+	for k := range g.Members {
+		other := int((s0 + int64(k)) % int64(g.Members))
+		if other != slot && v.usable(other, false) && s1 <= v.members[other].cursor.Load() {
+			from = append(from, other)
+		}
+	}
+	return from[:min(len(from), g.Data)]
 }
 
 // poison records, for the blocks of the member that could not be rebuilt,
