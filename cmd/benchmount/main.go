@@ -73,6 +73,7 @@ func main() {
 	runtime := flag.Duration("runtime", 3*time.Second, "how long each timed workload runs")
 	verbose := flag.Bool("v", false, "log the engine's warnings to standard error")
 	flag.Parse()
+	raid.UseProcs() // as lockstep mount does; the floor's server runs here too
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

@@ -7,9 +7,11 @@ import (
 	"os"
 
 	"github.com/lockstepfs/lockstep/cmd/lockstep/cli"
+	"github.com/lockstepfs/lockstep/raid"
 )
 
 func main() {
+	raid.UseProcs()
 	if err := cli.New().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "lockstep:", err)
 		os.Exit(1)

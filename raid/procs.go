@@ -1,0 +1,33 @@
+package raid
+
+import (
+	"os"
+	"runtime"
+	"sync"
+)
+
+// Procs is the GOMAXPROCS a process that serves a Volume should run with,
+// given the runtime's default: twice it, and at least four.
+//
+// Member I/O is blocking preads and pwrites, and a goroutine in a system
+// call keeps its P until the runtime's monitor takes it back, which can be
+// milliseconds later when the process was idle a moment before. With only
+// as many Ps as CPUs, a request ready to run waits behind other requests'
+// system calls: on 2 CPUs, 4 KiB random reads at queue depth 4 had a p99 of
+// 2 to 6 ms, against the disk's own 0.2 ms; with 4 Ps their p99 was the
+// disk's, and more Ps gained nothing measurable. Not more than twice,
+// because the garbage collector gives a quarter of the Ps to marking: with
+// four times the CPUs it would take every CPU while it marks.
+func Procs(defaultProcs int) int { return max(2*defaultProcs, 4) }
+
+var procsOnce sync.Once
+
+// UseProcs sets GOMAXPROCS to Procs of the runtime's default, once in a
+// process, unless the GOMAXPROCS environment variable chose it.
+func UseProcs() {
+	procsOnce.Do(func() {
+		if os.Getenv("GOMAXPROCS") == "" {
+			runtime.GOMAXPROCS(Procs(runtime.GOMAXPROCS(0)))
+		}
+	})
+}
