@@ -6,6 +6,7 @@ package raidtest
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -279,4 +280,15 @@ func CheckConsistent(t testing.TB, c raid.Config, dirs []string) {
 		return
 	}
 	checkParity(t, l, c.Chunk, raw)
+}
+
+// Main is a TestMain for the packages with benchmarks: benchmarks run with
+// the GOMAXPROCS that lockstep mount uses (raid.UseProcs), so that their
+// figures are the mount's; tests run with the runtime's default.
+func Main(m *testing.M) {
+	flag.Parse()
+	if b := flag.Lookup("test.bench"); b != nil && b.Value.String() != "" {
+		raid.UseProcs()
+	}
+	os.Exit(m.Run())
 }
