@@ -357,9 +357,11 @@ func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byt
 	shards := make([][][]byte, s1-s0)
 	var ios []memIO
 	var owner []int64 // stripe of each I/O
-	from := v.rebuildSources(m.slot, s0, s1)
-	if g.Parity > 0 && len(from) < g.Data {
-		return out // too few to reconstruct from: the general path says what is lost
+	var from []int
+	if g.Parity > 0 {
+		if from = v.rebuildSources(m.slot, s0, s1); len(from) < g.Data {
+			return out // too few to reconstruct from: the general path says what is lost
+		}
 	}
 	for s := s0; s < s1; s++ {
 		target := g.shardOf(m.slot, s)
@@ -374,13 +376,11 @@ func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byt
 			}
 			continue
 		}
-		sh := make([][]byte, g.Members)
-		for i := range sh {
-			sh[i] = get()[:0] // to be rebuilt, unless read below
-		}
+		sh := make([][]byte, g.Members) // nil: neither read nor wanted
+		sh[target] = get()[:0]          // to be rebuilt
 		for _, slot := range from {
 			i := g.shardOf(slot, s)
-			sh[i] = sh[i][:g.chunk]
+			sh[i] = get()
 			ios = append(ios, memIO{slot: slot, off: s * g.chunk, buf: sh[i]})
 			owner = append(owner, s)
 		}
