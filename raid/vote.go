@@ -294,8 +294,9 @@ func (v *Volume) finishParityVote(s int64, spans []span, ios []memIO, t *tally) 
 
 // verify reports whether the parity shards agree with the data shards, all
 // of one length. It computes the parity into pooled buffers: the codec's own
-// Verify allocates them on every call, and at a scrub's rate the fresh
-// memory cost more than the reads.
+// Verify allocates them on every call, which at a scrub's rate is hundreds
+// of MB/s of fresh memory (slow to touch, PERF.md says, and work for the
+// collector).
 func (v *Volume) verify(shards [][]byte) bool {
 	g := v.geo
 	n := int64(len(shards[0]))

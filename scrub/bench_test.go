@@ -36,9 +36,7 @@ func BenchmarkBackground(b *testing.B) {
 	root := b.TempDir()
 	// Two plain files: one the write baseline rewrites each round, and one
 	// for the read baseline, written once beside the volume's data, so that
-	// what it reads is as long out of every cache as what the scrub reads
-	// (read straight after it was written, the disk served the file faster
-	// than it serves data written minutes before).
+	// the data it reads has the same history as the data the scrub reads.
 	raw, err := blockdev.CreateFile(filepath.Join(root, "raw"), backgroundSize, true)
 	if err != nil {
 		b.Fatal(err)
