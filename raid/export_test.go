@@ -1,7 +1,8 @@
 package raid
 
 // CheckpointEveryStep makes rebuilds do one region a step and checkpoint
-// after every step, for the duration of a test.
+// in every step (the progress of the steps before it), for the duration
+// of a test.
 func CheckpointEveryStep(t interface{ Cleanup(func()) }) {
 	old, batch := checkpointEvery, rebuildBatch
 	checkpointEvery, rebuildBatch = 0, 1

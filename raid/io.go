@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockstepfs/lockstep/blockdev"
@@ -269,6 +270,21 @@ func parallel(n int, f func(i int)) {
 		wg.Go(func() { f(i) })
 	}
 	wg.Wait()
+}
+
+// parallelUpTo calls f(0) to f(n-1) from at most most goroutines at once,
+// starting the next call as each ends, and returns when all have.
+func parallelUpTo(n, most int, f func(i int)) {
+	if n <= most {
+		parallel(n, f)
+		return
+	}
+	var next atomic.Int64
+	parallel(most, func(int) {
+		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			f(i)
+		}
+	})
 }
 
 // readJobs reads the stripes of a request: every stripe's first-choice

@@ -41,8 +41,14 @@ var (
 	checkpointParts = int64(16)
 )
 
-// rebuildBatch is how many regions a rebuild step does at once.
-var rebuildBatch = 8
+// rebuildBatch is how many regions a rebuild step does, by default.
+var rebuildBatch = 16
+
+// RegionsInFlight is how many regions a rebuild or scrub step works on at
+// once. A step of more regions than that starts the next as each ends, so
+// that some regions' reads overlap others' writes or checks, instead of
+// every region reading, then every region writing or checking.
+const RegionsInFlight = 8
 
 // rebuild is the rebuild or resync under way.
 type rebuild struct {
@@ -169,12 +175,29 @@ func (v *Volume) RebuildStep(budget int64) (n int64, more bool, err error) {
 		v.dropJob(j)
 		return 0, v.moreJobs(), nil
 	}
+	// A checkpoint that is due records the progress of the steps before
+	// this one while this one runs: syncing the member and committing to
+	// every member takes long enough to leave the disks idle otherwise.
+	var saving chan error
+	if v.checkpointDue(j) {
+		cp := v.snapshotRebuild(j, m)
+		saving = make(chan error, 1)
+		go func() { saving <- v.storeRebuild(j.slot, m, &cp) }()
+	}
+	saved := func() error {
+		if saving == nil {
+			return nil
+		}
+		err := <-saving
+		saving = nil
+		return err
+	}
 	if len(j.regions) > 0 {
 		rs, region := v.intent.stripes, v.intent.stripes*v.geo.stripeData()
 		if budget <= 0 {
 			budget = int64(rebuildBatch) * region
 		}
-		// Whole regions, a few at once to keep every member's queue
+		// Whole regions, several at once to keep every member's queue
 		// busy; or a run of stripes of the first.
 		count := int(min(int64(len(j.regions)), budget/region))
 		spans := make([][2]int64, 0, count)
@@ -189,13 +212,13 @@ func (v *Volume) RebuildStep(budget int64) (n int64, more bool, err error) {
 		}
 		lost := make([]int64, len(spans))
 		errs := make([]error, len(spans))
-		parallel(len(spans), func(i int) {
+		parallelUpTo(len(spans), RegionsInFlight, func(i int) {
 			s0, s1 := spans[i][0], spans[i][1]
 			if lost[i], errs[i] = v.rebuildStripes(m, s0, s1, j.kind); errs[i] != nil {
 				errs[i] = fmt.Errorf("rebuild member %d, stripes %d to %d: %w", j.slot, s0, s1-1, errs[i])
 			}
 		})
-		if err := errors.Join(errs...); err != nil {
+		if err := errors.Join(append(errs, saved())...); err != nil {
 			return 0, true, err
 		}
 		end := spans[len(spans)-1][1]
@@ -219,15 +242,21 @@ func (v *Volume) RebuildStep(budget int64) (n int64, more bool, err error) {
 		// next region is not written: it is current already.
 		m.cursor.Store(max(m.cursor.Load(), next))
 	}
+	if err := saved(); err != nil {
+		return n, true, err
+	}
 	if len(j.regions) > 0 {
-		if time.Since(j.saved) >= checkpointEvery || j.done-j.atDone >= j.total/checkpointParts {
-			if err := v.saveRebuild(j, m); err != nil {
-				return n, true, err
-			}
-		}
 		return n, true, nil
 	}
 	return n, v.moreJobs(), v.finishRebuild(j, m)
+}
+
+// checkpointDue reports whether the rebuild j has gone long enough, or far
+// enough, since its last checkpoint to take another.
+func (v *Volume) checkpointDue(j *rebuild) bool {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	return len(j.regions) > 0 && (time.Since(j.saved) >= checkpointEvery || j.done-j.atDone >= j.total/checkpointParts)
 }
 
 // dropJob forgets the rebuild j.
@@ -461,32 +490,48 @@ func (v *Volume) poison(m *member, writes []memIO, blocks map[int64][]bool) erro
 // that the checkpoint never runs ahead of the data. With m nil it drops
 // j's checkpoint.
 func (v *Volume) saveRebuild(j *rebuild, m *member) error {
+	if m == nil {
+		return v.storeRebuild(j.slot, nil, nil)
+	}
+	cp := v.snapshotRebuild(j, m)
+	return v.storeRebuild(j.slot, m, &cp)
+}
+
+// snapshotRebuild takes the checkpoint of the rebuild j of member m as it
+// stands, counting it as j's latest. No rebuild write below its cursor may
+// still be under way.
+func (v *Volume) snapshotRebuild(j *rebuild, m *member) rebuildCheckpoint {
+	v.pmu.Lock()
+	defer v.pmu.Unlock()
+	j.saved, j.atDone = time.Now(), j.done
+	return rebuildCheckpoint{Slot: j.slot, UUID: j.uuid, Kind: j.kind, Cursor: m.cursor.Load(),
+		Done: j.done, Total: j.total, Started: j.started, Lost: j.lost}
+}
+
+// storeRebuild syncs m, then stores cp as the checkpoint of the rebuild of
+// slot and moves m's durable cursor up to it; with cp nil it drops the
+// slot's checkpoint. Rebuild writes above cp's cursor may be under way: the
+// sync covers every write that ended before it began.
+func (v *Volume) storeRebuild(slot int, m *member, cp *rebuildCheckpoint) error {
 	var val []byte
-	var cursor int64
-	if m != nil {
+	if cp != nil {
 		m.mu.RLock()
 		err := m.dev.Sync()
 		m.mu.RUnlock()
 		if err != nil {
-			return fmt.Errorf("sync member %d being rebuilt: %w", m.slot, err)
+			return fmt.Errorf("sync member %d being rebuilt: %w", slot, err)
 		}
-		v.pmu.Lock()
-		cursor = m.cursor.Load()
-		val, _ = json.Marshal(rebuildCheckpoint{Slot: j.slot, UUID: j.uuid, Kind: j.kind, Cursor: cursor,
-			Done: j.done, Total: j.total, Started: j.started, Lost: j.lost})
-		j.saved, j.atDone = time.Now(), j.done
-		v.pmu.Unlock()
+		val, _ = json.Marshal(cp)
 	}
 	err := v.commitAll("checkpoint the rebuild", true, func(b *blockdev.Batch) {
-		key := rebuildKey(j.slot)
 		if val == nil {
-			b.Delete(key)
+			b.Delete(rebuildKey(slot))
 		} else {
-			b.Set(key, val)
+			b.Set(rebuildKey(slot), val)
 		}
 	})
-	if err == nil && m != nil {
-		m.durable.Store(cursor)
+	if err == nil && cp != nil {
+		m.durable.Store(cp.Cursor)
 	}
 	return err
 }

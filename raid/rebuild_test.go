@@ -186,7 +186,7 @@ func TestFailoverRebuildsOntoSpareUnderLoad(t *testing.T) {
 
 // TestRebuildResumesAfterCrash crashes the volume several times in the
 // middle of a rebuild: each time it reopens still rebuilding, resumes from
-// the checkpoint (not from zero), serves the model's data meanwhile, and in
+// the checkpoint (not from zero; the last step's own work is done again), serves the model's data meanwhile, and in
 // the end completes with consistent members.
 func TestRebuildResumesAfterCrash(t *testing.T) {
 	raid.CheckpointEveryStep(t)
@@ -206,7 +206,9 @@ func TestRebuildResumesAfterCrash(t *testing.T) {
 			region := a.Vol.RegionStripes() * a.Vol.StripeBytes()
 			for crash := range 3 {
 				// A region, or a third of one: the crash may come with
-				// the cursor in the middle of a region.
+				// the cursor in the middle of a region. A step
+				// checkpoints what the steps before it did, so the
+				// second one stores where the first left off.
 				budget := []int64{0, region / 3}[rng.IntN(2)]
 				if _, _, err := a.Vol.RebuildStep(budget); err != nil {
 					t.Fatal(err)
@@ -214,6 +216,12 @@ func TestRebuildResumesAfterCrash(t *testing.T) {
 				before := a.Vol.Rebuilds()
 				if len(before) != 1 {
 					t.Fatalf("crash %d: rebuilds under way: %+v", crash, before)
+				}
+				if _, _, err := a.Vol.RebuildStep(budget); err != nil {
+					t.Fatal(err)
+				}
+				if now := a.Vol.Rebuilds(); len(now) != 1 || now[0].Done <= before[0].Done {
+					t.Fatalf("crash %d: the second step made no progress: %+v, then %+v", crash, before, now)
 				}
 				a.Vol.Crash()
 				a.Vol = nil

@@ -47,9 +47,10 @@ type Scrub struct {
 	Lost     int64   `json:"lost_bytes"`
 }
 
-// stepRegions is how many regions a step does at once while users are
-// idle.
-const stepRegions = 8
+// stepRegions is how many regions a step does while users are idle, up to
+// raid.RegionsInFlight at once: twice as many, so that the disks stay busy
+// while the first regions finish.
+const stepRegions = 2 * raid.RegionsInFlight
 
 // Job record names.
 const (
@@ -274,14 +275,19 @@ func (r *Runner) scrubStep(regions int) (int64, error) {
 	recs := map[string][]byte{}
 	var n int64
 	start := time.Now()
-	// A few regions at once keep every member's queue busy.
+	// Several regions at once keep every member's queue busy.
 	batch := written[i:min(len(written), i+regions)]
 	results := make([]raid.ScrubResult, len(batch))
 	errs := make([]error, len(batch))
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, raid.RegionsInFlight)
 	rs := r.v.RegionStripes()
 	for k, reg := range batch {
-		wg.Go(func() { results[k], errs[k] = r.v.Scrub(reg*rs, (reg+1)*rs, s.Check) })
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			results[k], errs[k] = r.v.Scrub(reg*rs, (reg+1)*rs, s.Check)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
