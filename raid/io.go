@@ -37,7 +37,10 @@ type memIO struct {
 	// the member is and even while it sits out of reads: a scrub's, which
 	// would otherwise call blocks verified that it never read.
 	patient bool
-	err     error
+	// own marks a write of a rebuild to the member it rebuilds, which the
+	// member's source does not take.
+	own bool
+	err error
 }
 
 // maxIOV is the most buffers one vectored member I/O carries (Linux's
@@ -64,7 +67,7 @@ func (v *Volume) do(ios []memIO, write bool) {
 	for _, io := range order {
 		if n := len(groups); n > 0 {
 			g := groups[n-1]
-			if last := g[len(g)-1]; last.slot == io.slot && last.off+int64(len(last.buf)) == io.off && last.patient == io.patient && len(g) < maxIOV {
+			if last := g[len(g)-1]; last.slot == io.slot && last.off+int64(len(last.buf)) == io.off && last.patient == io.patient && last.own == io.own && len(g) < maxIOV {
 				groups[n-1] = append(g, io)
 				continue
 			}
@@ -107,7 +110,12 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 	case !v.usable(slot, write) && !(patient && v.holds(slot, lastChunk)):
 		err = errMissing
 	case !write && lastChunk >= m.cursor.Load():
-		err = errMissing // not rebuilt that far yet
+		// Not rebuilt that far yet: the member it replaces, if it still
+		// serves, has the data.
+		err = errMissing
+		if v.onSource(m, func(src *member) error { _, err := blockdev.ReadvAt(src.dev, bufs, g[0].off); return err }) {
+			err = nil
+		}
 	case !write && !patient && v.suspect(m):
 		// It was slow lately: do not let it hold the request up.
 		var answered bool
@@ -138,6 +146,11 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 		if slow {
 			v.noteSlow(m) // once m.mu is let go: it reports to the policy
 		}
+	}
+	if write && m != nil {
+		// Whether or not the member took it: the source must stay
+		// current for as long as it may be read.
+		v.sourceWrite(m, g, bufs)
 	}
 	if err == errMissing {
 		for _, io := range g {

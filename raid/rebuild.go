@@ -173,6 +173,9 @@ func (v *Volume) RebuildStep(budget int64) (n int64, more bool, err error) {
 		// back knows it was never rebuilt whole; the slot's next rebuild
 		// writes over it.
 		v.dropJob(j)
+		if m != nil && m.label.MemberUUID == j.uuid {
+			v.dropSource(m, nil)
+		}
 		return 0, v.moreJobs(), nil
 	}
 	// A checkpoint that is due records the progress of the steps before
@@ -337,7 +340,7 @@ func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, er
 	}
 	for s, buf := range fast {
 		if buf != nil {
-			writes = append(writes, memIO{slot: m.slot, off: (s0 + int64(s)) * g.chunk, buf: buf})
+			writes = append(writes, memIO{slot: m.slot, off: (s0 + int64(s)) * g.chunk, buf: buf, own: true})
 		}
 	}
 	for _, j := range jobs {
@@ -356,7 +359,7 @@ func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, er
 			}
 			buf = shards[i]
 		}
-		writes = append(writes, memIO{slot: m.slot, off: s * g.chunk, buf: buf})
+		writes = append(writes, memIO{slot: m.slot, off: s * g.chunk, buf: buf, own: true})
 	}
 	v.do(writes, true)
 	for _, w := range writes {
@@ -375,14 +378,24 @@ func (v *Volume) rebuildStripes(m *member, s0, s1 int64, kind string) (int64, er
 	return n, v.addLost(lost, fmt.Sprintf("%s of member %d", kind, m.slot))
 }
 
-// rebuildFast computes the member's chunks of stripes [s0, s1) (locked)
-// from just enough of the others (one copy, or Data chunks), all read in
-// one go, merged per member. It returns each stripe's chunk, or nil where
-// a read failed: those take the general read path, which proves every
-// block and rebuilds what it can.
+// rebuildFast computes the member's chunks of stripes [s0, s1) (locked):
+// copied from the member it replaces, if that still serves; or from just
+// enough of the others (one copy, or Data chunks), all read in one go,
+// merged per member. It returns each stripe's chunk, or nil where a read
+// failed: those take the general read path, which proves every block and
+// rebuilds what it can.
 func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byte {
 	g := v.geo
 	out := make([][]byte, s1-s0)
+	if m.source.Load() != nil {
+		for i := range out {
+			out[i] = get()
+		}
+		if v.copyFromSource(m, s0, out) {
+			return out
+		}
+		clear(out)
+	}
 	shards := make([][][]byte, s1-s0)
 	var ios []memIO
 	var owner []int64 // stripe of each I/O
@@ -564,6 +577,7 @@ func (v *Volume) finishRebuild(j *rebuild, m *member) error {
 		return err
 	}
 	m.cursor.Store(whole)
+	v.dropSource(m, nil)
 	v.dropJob(j)
 	v.pmu.Lock()
 	acts := v.policy.Rebuilt(j.slot)
@@ -649,7 +663,7 @@ func (v *Volume) failoverLocked(slot int) error {
 	if sp == nil {
 		return v.record(Event{Time: v.now(), Slot: slot, Kind: "failover", Reason: "no hot spare is waiting: add one with lockstep spare add, or use lockstep replace"}, false)
 	}
-	err := v.takeOver(slot, sp, fmt.Sprintf("hot spare %s takes over from the %s member", sp.dir, st))
+	err := v.takeOver(slot, sp, false, fmt.Sprintf("hot spare %s takes over from the %s member", sp.dir, st))
 	if err != nil {
 		// A spare that cannot be used is dropped, so that the next one
 		// gets its turn.
@@ -663,9 +677,12 @@ func (v *Volume) failoverLocked(slot int) error {
 }
 
 // takeOver puts the member sp (a spare's label) in slot in place of the
-// member there, which is closed and never used again, and starts rebuilding
-// onto it. v.mu is held exclusively (or the volume is being opened).
-func (v *Volume) takeOver(slot int, sp *spareDisk, why string) error {
+// member there, which is never used again, and starts rebuilding onto it.
+// With keep the member there, if it is current throughout, stays open as
+// the new member's source until the rebuild is done; otherwise it is
+// closed at once. v.mu is held exclusively (or the volume is being
+// opened).
+func (v *Volume) takeOver(slot int, sp *spareDisk, keep bool, why string) error {
 	nm := newMember(slot, sp.dir, v.opts)
 	if err := nm.open(v.geo.memberSize(), sp.label); err != nil {
 		return fmt.Errorf("open %s: %w", sp.dir, err)
@@ -674,15 +691,14 @@ func (v *Volume) takeOver(slot int, sp *spareDisk, why string) error {
 	nm.restart(0)
 	old := v.members[slot]
 	if old != nil {
-		old.retired.Store(true)
-		old.mu.Lock()
-		if !old.closed.Load() {
-			if err := errors.Join(old.saveCounters(), old.m.Close()); err != nil {
-				v.log.Warn("closing the replaced member", "slot", slot, "err", err)
-			}
-			old.closed.Store(true)
+		v.dropSource(old, nil)
+		if keep && !old.closed.Load() && old.readable.Load() && old.writable.Load() && old.cursor.Load() == whole {
+			old.retired.Store(true)
+			nm.source.Store(old)
+			why += "; it serves reads, and is copied from, until the rebuild is done"
+		} else {
+			v.retire(old)
 		}
-		old.mu.Unlock()
 	}
 	v.pmu.Lock()
 	prev := v.policy.State(slot)
@@ -750,9 +766,11 @@ func (v *Volume) RemoveSpare(dir string) error {
 }
 
 // Replace puts a new member, formatted in dir, in slot and rebuilds onto
-// it; the member it replaces is closed and never used again. Replacing a
-// member that is online is refused, with ErrQuorum, if the array could not
-// serve without it.
+// it; the member it replaces is never used again. A member that is online
+// goes on serving reads ahead of the rebuild, and is copied from, until the
+// rebuild is done or it fails (see source.go); any other is closed at once.
+// Replacing a member that is online is refused, with ErrQuorum, if the
+// array could not serve without it.
 func (v *Volume) Replace(slot int, dir string) error {
 	if slot < 0 || slot >= len(v.members) {
 		return fmt.Errorf("no member in slot %d (the array has slots 0 to %d)", slot, len(v.members)-1)
@@ -773,7 +791,7 @@ func (v *Volume) Replace(slot int, dir string) error {
 	if v.closed {
 		return ErrClosed
 	}
-	return v.takeOver(slot, sp, fmt.Sprintf("replaced by %s on the operator's word", sp.dir))
+	return v.takeOver(slot, sp, st == Online, fmt.Sprintf("replaced by %s on the operator's word", sp.dir))
 }
 
 // newSpare formats dir as a spare of the array, wiping a member of this
@@ -786,7 +804,7 @@ func (v *Volume) newSpare(dir string) (*spareDisk, error) {
 	if blockdev.HoldsMember(abs) {
 		raw, err := blockdev.ReadLabel(abs)
 		if err != nil {
-			return nil, fmt.Errorf("%s holds something that is not a readable member (%v): give an empty directory", abs, err)
+			return nil, fmt.Errorf("%s holds something that is not a readable member (%w): give an empty directory", abs, err)
 		}
 		l, err := DecodeLabel(raw)
 		if err != nil {

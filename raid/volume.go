@@ -98,6 +98,9 @@ type member struct {
 	// journaled as writes to a degraded stripe are.
 	durable atomic.Int64
 	retired atomic.Bool // replaced by another member: never opened again
+	// source is the healthy member this one replaces, while this one is
+	// rebuilt (see source.go); nil if none.
+	source atomic.Pointer[member]
 }
 
 // whole is the cursor of a member current throughout.
@@ -601,6 +604,7 @@ func (v *Volume) closeMembers() error {
 		if m == nil || m.m == nil {
 			continue
 		}
+		v.dropSource(m, nil)
 		m.mu.Lock()
 		if !m.closed.Load() {
 			errs = append(errs, m.saveCounters(), m.m.Close())
@@ -677,7 +681,15 @@ func (v *Volume) Crash() {
 	close(v.stop)
 	v.monitoring.Wait()
 	for _, m := range v.members {
-		if m != nil && !m.closed.Load() {
+		if m == nil {
+			continue
+		}
+		if src := m.source.Swap(nil); src != nil && !src.closed.Load() {
+			src.m.Data.Close()
+			src.m.Meta.Close()
+			src.closed.Store(true)
+		}
+		if !m.closed.Load() {
 			m.m.Data.Close()
 			m.m.Meta.Close()
 			m.closed.Store(true)

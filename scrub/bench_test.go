@@ -20,19 +20,25 @@ import (
 const backgroundSize = 1 << 30
 
 // BenchmarkBackground measures, in five rounds that interleave each figure
-// with its baseline (the disk's speed wanders: take the medians), through the Runner as a mount runs it: an unthrottled
-// rebuild of one raid6 member (bytes written to it per second, from the
-// rebuild's start, once the new member is in place) beside
-// sequential writes to a plain O_DIRECT file; an unthrottled check scrub
-// (volume bytes checked per second) beside sequential reads of that file;
-// and 4 KiB random reads at queue depth 4 for four seconds, for their p50
-// and p99 latency: healthy; degraded (a member fenced, no spare); and during
-// a rebuild onto a new member at the default rate, started once the reads
-// are under way, as on a mount in use. The limit-factor is
-// the share of the disk's bandwidth the figure can use when every member
-// shares one disk: a rebuilt chunk costs one write and Data reads, a
-// scrubbed stripe Members reads for Data chunks of data. Run it with
-// -benchtime 1x: each sub-benchmark does its whole job once.
+// with its baseline (the disk's speed wanders: take the medians), through
+// the Runner as a mount runs it:
+//   - unthrottled rebuilds of one raid6 member, in bytes written to it per
+//     second from the rebuild's start (once the new member is in place),
+//     beside sequential writes to a plain O_DIRECT file: of a failed member
+//     (every chunk reconstructed: one write and Data reads), and of a
+//     healthy member replaced (every chunk copied from it: one write and
+//     one read);
+//   - an unthrottled check scrub (volume bytes checked per second) beside
+//     sequential reads of a plain file: Members reads for Data chunks;
+//   - 4 KiB random reads at queue depth 4 for four seconds, for their p50
+//     and p99 latency: healthy; degraded (a member fenced, no spare);
+//     during the rebuild of that member at the default rate; and during
+//     the replacement of a healthy member at the default rate. Each
+//     rebuild starts once the reads are under way, as on a mount in use.
+//
+// The limit-factor is the share of the disk's bandwidth the figure can use
+// when every member shares one disk. Run it with -benchtime 1x: each
+// sub-benchmark does its whole job once.
 func BenchmarkBackground(b *testing.B) {
 	root := b.TempDir()
 	// Two plain files: one the write baseline rewrites each round, and one
@@ -83,18 +89,28 @@ func BenchmarkBackground(b *testing.B) {
 			b.SetBytes(backgroundSize)
 			sequentialAll(b, raw, backgroundSize, true)
 		})
-		b.Run("rebuild/raid6-6", func(b *testing.B) {
+		// Setting up the new member (formatting it, syncs) takes the same
+		// time whatever its size: only the rebuild is timed, from when the
+		// runner that does it starts.
+		rebuild := func(b *testing.B) {
 			b.StopTimer()
 			b.SetBytes(memberBytes)
-			b.ReportMetric(1/float64(l.Data+1), "limit-factor")
-			// Setting up the new member (formatting it, syncs) takes the
-			// same time whatever its size: only the rebuild is timed,
-			// from when the runner that does it starts.
 			replace(b)
 			b.StartTimer()
 			r := startRunner(b, v, scrub.Rate{})
 			defer r.Stop()
 			waitUntil(b, func() bool { return len(v.Rebuilds()) == 0 })
+		}
+		b.Run("rebuild/raid6-6", func(b *testing.B) {
+			// A failed member's: every chunk reconstructed.
+			fence(b)
+			b.ReportMetric(1/float64(l.Data+1), "limit-factor")
+			rebuild(b)
+		})
+		b.Run("rebuild/replace-raid6-6", func(b *testing.B) {
+			// A healthy member's, replaced: every chunk copied from it.
+			b.ReportMetric(0.5, "limit-factor")
+			rebuild(b)
 		})
 		b.Run("scrub/raw", func(b *testing.B) {
 			b.SetBytes(backgroundSize)
@@ -117,7 +133,8 @@ func BenchmarkBackground(b *testing.B) {
 		})
 		b.Run("randread-4K-latency/healthy", func(b *testing.B) { latencies(b, v, func() {}) })
 		b.Run("randread-4K-latency/degraded-no-rebuild", func(b *testing.B) { latencies(b, v, func() { fence(b) }) })
-		b.Run("randread-4K-latency/rebuild-default-rate", func(b *testing.B) {
+		// during times reads while a rebuild runs at the default rate.
+		during := func(b *testing.B) {
 			r := startRunner(b, v, scrub.DefaultRate)
 			defer r.Stop()
 			var before int64
@@ -135,13 +152,26 @@ func BenchmarkBackground(b *testing.B) {
 				b.Fatal("the rebuild made no progress during the reads")
 			}
 			b.ReportMetric(float64(st[0].Done-before)/(1<<20)/latencyRun.Seconds(), "rebuild-MiB/s")
-		})
-		// Finish the rebuild left under way, unthrottled.
-		for len(v.Rebuilds()) > 0 {
-			if _, _, err := v.RebuildStep(0); err != nil {
-				b.Fatal(err)
+		}
+		// finish completes the rebuild left under way, unthrottled.
+		finish := func(b *testing.B) {
+			for len(v.Rebuilds()) > 0 {
+				if _, _, err := v.RebuildStep(0); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
+		b.Run("randread-4K-latency/rebuild-default-rate", func(b *testing.B) {
+			// The member fenced just before: reconstructed.
+			during(b)
+		})
+		finish(b)
+		b.Run("randread-4K-latency/replace-default-rate", func(b *testing.B) {
+			// A healthy member replaced: it serves reads until the
+			// rebuild is done.
+			during(b)
+		})
+		finish(b)
 	}
 }
 

@@ -76,7 +76,11 @@ func (a *Array) Open(t testing.TB, dirs ...string) {
 	a.mu.Unlock()
 	o := a.Options
 	o.Direct = o.Direct || a.Direct
+	inner := a.Options.Wrap
 	o.Wrap = func(slot int, dir string, d blockdev.Device) blockdev.Device {
+		if inner != nil {
+			d = inner(slot, dir, d) // the test's own wrapper, below the faults
+		}
 		// A restart reopens the member: its disk's faults stay with it. A
 		// new disk in the slot (a spare taking over) starts without any.
 		a.mu.Lock()

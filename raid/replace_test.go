@@ -1,0 +1,167 @@
+package raid_test
+
+import (
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/lockstepfs/lockstep/blockdev"
+	"github.com/lockstepfs/lockstep/raid"
+	"github.com/lockstepfs/lockstep/raid/raidtest"
+)
+
+// readCounter counts the bytes read from each member directory's data.
+type readCounter struct {
+	mu    sync.Mutex
+	bytes map[string]int64
+}
+
+// wrap is a raid.Options.Wrap that counts the member's reads.
+func (r *readCounter) wrap(_ int, dir string, d blockdev.Device) blockdev.Device {
+	return &countedReads{Device: d, r: r, dir: dir}
+}
+
+// take returns the counts since the last take and starts again from zero.
+func (r *readCounter) take() map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.bytes
+	r.bytes = map[string]int64{}
+	return out
+}
+
+type countedReads struct {
+	blockdev.Device
+	r   *readCounter
+	dir string
+}
+
+func (c *countedReads) ReadAt(p []byte, off int64) (int, error) {
+	// A health probe's read (one block at 0) comes when it comes: left
+	// out, so that the counts are the I/O's alone.
+	if off != 0 || len(p) != blockdev.BlockSize {
+		c.r.mu.Lock()
+		c.r.bytes[c.dir] += int64(len(p))
+		c.r.mu.Unlock()
+	}
+	return c.Device.ReadAt(p, off)
+}
+
+func total(counts map[string]int64) (n int64) {
+	for _, b := range counts {
+		n += b
+	}
+	return n
+}
+
+// TestReplaceCopiesFromTheOldMember replaces a healthy member: until the
+// rebuild is done the old one serves the reads of its slot (the volume
+// reads no more than when healthy) and takes its writes, the rebuild copies
+// from it alone, and the data always equals the model. Afterwards the
+// members agree with the model on disk, and the old member is never used
+// again.
+func TestReplaceCopiesFromTheOldMember(t *testing.T) {
+	for _, g := range rebuildGeometries {
+		t.Run(g.layout, func(t *testing.T) {
+			t.Parallel()
+			rng := seeded(t)
+			reads := &readCounter{bytes: map[string]int64{}}
+			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize}
+			a, m := filled(t, c, g.members, raid.Options{Wrap: reads.wrap})
+			slot := rng.IntN(g.members)
+			reads.take()
+			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			healthy := total(reads.take())
+			spare := filepath.Join(t.TempDir(), "new")
+			if err := a.Vol.Replace(slot, spare); err != nil {
+				t.Fatal(err)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			if err := a.Vol.AddSpare(a.Dirs[slot]); !errors.Is(err, blockdev.ErrInUse) {
+				t.Fatalf("adding the member being replaced as a spare: %v, want %v", err, blockdev.ErrInUse)
+			}
+			counts := reads.take()
+			if n := total(counts); n != healthy {
+				t.Fatalf("reading the volume with the replace under way read %d bytes (%v), want %d as when healthy", n, counts, healthy)
+			}
+			if g.layout == "raid5" || g.layout == "raid6" {
+				if counts[a.Dirs[slot]] == 0 {
+					t.Fatalf("the old member served no reads: %v", counts)
+				}
+			}
+			// Writes ahead of the rebuild, then behind and ahead of it.
+			randomOps(t, rng, a.Vol, m, 100, 64<<10)
+			region := a.Vol.RegionStripes() * a.Vol.StripeBytes()
+			if _, _, err := a.Vol.RebuildStep(region); err != nil {
+				t.Fatal(err)
+			}
+			randomOps(t, rng, a.Vol, m, 100, 64<<10)
+			reads.take()
+			rebuildAll(t, a.Vol)
+			counts = reads.take()
+			delete(counts, a.Dirs[slot])
+			if n := total(counts); n != 0 {
+				t.Fatalf("the rebuild read %d bytes from members other than the one replaced: %v", n, counts)
+			}
+			if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
+				t.Fatalf("after the rebuild: %+v", st)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 || len(res.Lost) != 0 {
+				t.Fatalf("check scrub after the rebuild: bad %v lost %v, %v", res.Bad, res.Lost, err)
+			}
+			a.Close(t)
+			dirs := withSlot(a.Dirs, slot, spare)
+			raidtest.CheckOnDisk(t, c, dirs, m)
+			raidtest.CheckConsistent(t, c, dirs)
+			a.Open(t, append(dirs, a.Dirs[slot])...)
+			if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
+				t.Fatalf("reopened with the old member given back too: %+v", st)
+			}
+			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+		})
+	}
+}
+
+// TestReplaceOutlivesTheOldMember: the member being replaced fails (its
+// reads, or its writes) partway through. It is dropped, the slot's reads
+// ahead of the rebuild are reconstructed from the others, the rebuild
+// completes, and no read differs from the model.
+func TestReplaceOutlivesTheOldMember(t *testing.T) {
+	for _, g := range rebuildGeometries {
+		for _, op := range []blockdev.Op{blockdev.OpRead, blockdev.OpWrite} {
+			t.Run(g.layout+"/"+op.String(), func(t *testing.T) {
+				t.Parallel()
+				rng := seeded(t)
+				c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize}
+				a, m := filled(t, c, g.members, raid.Options{})
+				slot := rng.IntN(g.members)
+				old := a.Fault(slot)
+				spare := filepath.Join(t.TempDir(), "new")
+				if err := a.Vol.Replace(slot, spare); err != nil {
+					t.Fatal(err)
+				}
+				randomOps(t, rng, a.Vol, m, 50, 64<<10)
+				region := a.Vol.RegionStripes() * a.Vol.StripeBytes()
+				if _, _, err := a.Vol.RebuildStep(region); err != nil {
+					t.Fatal(err)
+				}
+				if err := old.Add(blockdev.Rule{Kind: blockdev.FaultError, Ops: op}); err != nil {
+					t.Fatal(err)
+				}
+				randomOps(t, rng, a.Vol, m, 100, 64<<10)
+				raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+				rebuildAll(t, a.Vol)
+				if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
+					t.Fatalf("after the rebuild: %+v", st)
+				}
+				raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+				a.Close(t)
+				dirs := withSlot(a.Dirs, slot, spare)
+				raidtest.CheckOnDisk(t, c, dirs, m)
+				raidtest.CheckConsistent(t, c, dirs)
+			})
+		}
+	}
+}
