@@ -165,29 +165,37 @@ func TestFailoverRebuildsOntoSpareUnderLoad(t *testing.T) {
 			if st.State != raid.ArrayOptimal || st.Members[slot].State != "ONLINE" || len(st.Spares) != 0 || len(st.Rebuilds) != 0 {
 				t.Fatalf("after the rebuild: %+v", st)
 			}
-			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
-			if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 || len(res.Lost) != 0 {
-				t.Fatalf("check scrub after the rebuild: bad %v lost %v, %v", res.Bad, res.Lost, err)
-			}
-			a.Close(t)
-			dirs := withSlot(a.Dirs, slot, spare)
-			raidtest.CheckOnDisk(t, c, dirs, m)
-			raidtest.CheckConsistent(t, c, dirs)
-			// The old member is fenced for good: given back with the
-			// others, it is left out.
-			a.Open(t, append(dirs, a.Dirs[slot])...)
-			if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
-				t.Fatalf("reopened: %+v", st)
-			}
-			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			checkRebuilt(t, a, c, m, slot, spare)
 		})
 	}
 }
 
+// checkRebuilt checks an array whose slot was rebuilt onto the member in
+// dir: it reads as the model, a check scrub finds nothing, the members
+// agree with the model on disk, and the member it replaced, given back
+// with the others, is left out for good.
+func checkRebuilt(t *testing.T, a *raidtest.Array, c raid.Config, m raidtest.Model, slot int, dir string) {
+	t.Helper()
+	raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+	if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 || len(res.Lost) != 0 {
+		t.Fatalf("check scrub after the rebuild: bad %v lost %v, %v", res.Bad, res.Lost, err)
+	}
+	a.Close(t)
+	dirs := withSlot(a.Dirs, slot, dir)
+	raidtest.CheckOnDisk(t, c, dirs, m)
+	raidtest.CheckConsistent(t, c, dirs)
+	a.Open(t, append(dirs, a.Dirs[slot])...)
+	if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
+		t.Fatalf("reopened with the replaced member given back too: %+v", st)
+	}
+	raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+}
+
 // TestRebuildResumesAfterCrash crashes the volume several times in the
 // middle of a rebuild: each time it reopens still rebuilding, resumes from
-// the checkpoint (not from zero; the last step's own work is done again), serves the model's data meanwhile, and in
-// the end completes with consistent members.
+// the checkpoint (not from zero; the last step's own work is done again),
+// serves the model's data meanwhile, and in the end completes with
+// consistent members.
 func TestRebuildResumesAfterCrash(t *testing.T) {
 	raid.CheckpointEveryStep(t)
 	for _, g := range rebuildGeometries {

@@ -2,7 +2,9 @@ package raid_test
 
 import (
 	"errors"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -48,12 +50,7 @@ func (c *countedReads) ReadAt(p []byte, off int64) (int, error) {
 	return c.Device.ReadAt(p, off)
 }
 
-func total(counts map[string]int64) (n int64) {
-	for _, b := range counts {
-		n += b
-	}
-	return n
-}
+func total(counts map[string]int64) int64 { return sum(slices.Collect(maps.Values(counts))) }
 
 // TestReplaceCopiesFromTheOldMember replaces a healthy member: until the
 // rebuild is done the old one serves the reads of its slot (the volume
@@ -107,19 +104,7 @@ func TestReplaceCopiesFromTheOldMember(t *testing.T) {
 			if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
 				t.Fatalf("after the rebuild: %+v", st)
 			}
-			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
-			if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil || sum(res.Bad) != 0 || len(res.Lost) != 0 {
-				t.Fatalf("check scrub after the rebuild: bad %v lost %v, %v", res.Bad, res.Lost, err)
-			}
-			a.Close(t)
-			dirs := withSlot(a.Dirs, slot, spare)
-			raidtest.CheckOnDisk(t, c, dirs, m)
-			raidtest.CheckConsistent(t, c, dirs)
-			a.Open(t, append(dirs, a.Dirs[slot])...)
-			if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
-				t.Fatalf("reopened with the old member given back too: %+v", st)
-			}
-			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
+			checkRebuilt(t, a, c, m, slot, spare)
 		})
 	}
 }
@@ -156,11 +141,7 @@ func TestReplaceOutlivesTheOldMember(t *testing.T) {
 				if st := a.Vol.Status(); st.State != raid.ArrayOptimal {
 					t.Fatalf("after the rebuild: %+v", st)
 				}
-				raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
-				a.Close(t)
-				dirs := withSlot(a.Dirs, slot, spare)
-				raidtest.CheckOnDisk(t, c, dirs, m)
-				raidtest.CheckConsistent(t, c, dirs)
+				checkRebuilt(t, a, c, m, slot, spare)
 			})
 		}
 	}
