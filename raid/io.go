@@ -40,7 +40,11 @@ type memIO struct {
 	// own marks a write of a rebuild to the member it rebuilds, which the
 	// member's source does not take.
 	own bool
-	err error
+	// bulk marks a rebuild's read: it queues behind the rebuild's other
+	// large reads, so its latency says nothing of the member's health and
+	// is not held against it as slow.
+	bulk bool
+	err  error
 }
 
 // maxIOV is the most buffers one vectored member I/O carries (Linux's
@@ -67,7 +71,7 @@ func (v *Volume) do(ios []memIO, write bool) {
 	for _, io := range order {
 		if n := len(groups); n > 0 {
 			g := groups[n-1]
-			if last := g[len(g)-1]; last.slot == io.slot && last.off+int64(len(last.buf)) == io.off && last.patient == io.patient && last.own == io.own && len(g) < maxIOV {
+			if last := g[len(g)-1]; last.slot == io.slot && last.off+int64(len(last.buf)) == io.off && last.patient == io.patient && last.own == io.own && last.bulk == io.bulk && len(g) < maxIOV {
 				groups[n-1] = append(g, io)
 				continue
 			}
@@ -138,6 +142,8 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 			err = blockdev.Discard(m.dev, g[0].off, g[0].forget)
 		case write:
 			_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)
+		case g[0].bulk:
+			_, err = blockdev.ReadvAt(m.dev, bufs, g[0].off)
 		default:
 			slow, err = v.timedRead(m, bufs, g[0].off)
 		}

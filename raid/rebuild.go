@@ -429,7 +429,7 @@ func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byt
 			d := target / g.Copies
 			for c := range g.Copies {
 				if i := d*g.Copies + c; i != target && v.usable(g.Slot(s, i), false) {
-					ios = append(ios, memIO{slot: g.Slot(s, i), off: s * g.chunk, buf: get()})
+					ios = append(ios, memIO{slot: g.Slot(s, i), off: s * g.chunk, buf: get(), bulk: true})
 					owner = append(owner, s)
 					break
 				}
@@ -441,7 +441,7 @@ func (v *Volume) rebuildFast(m *member, s0, s1 int64, get func() []byte) [][]byt
 		for _, slot := range from {
 			i := g.shardOf(slot, s)
 			sh[i] = get()
-			ios = append(ios, memIO{slot: slot, off: s * g.chunk, buf: sh[i]})
+			ios = append(ios, memIO{slot: slot, off: s * g.chunk, buf: sh[i], bulk: true})
 			owner = append(owner, s)
 		}
 		shards[s-s0] = sh
