@@ -40,9 +40,9 @@ type memIO struct {
 	// own marks a write of a rebuild to the member it rebuilds, which the
 	// member's source does not take.
 	own bool
-	// bulk marks a rebuild's read: it queues behind the rebuild's other
-	// large reads, so its latency says nothing of the member's health and
-	// is not held against it as slow.
+	// bulk marks a background job's read (a rebuild's or a scrub's): it
+	// queues behind the job's other large reads, so its latency says
+	// nothing of the member's health and is not held against it as slow.
 	bulk bool
 	err  error
 }

@@ -3,6 +3,7 @@ package raid_test
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -237,4 +238,45 @@ func TestSlowReadsDuringRestartsDoNotDeadlock(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("reads, restarts and events deadlocked:\n%s", buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// TestBackgroundReadsAreNotCountedSlow: a scrub's and a rebuild's reads of
+// a member slower than its peers are not held against it (they are large
+// and queue behind each other, so their latency says nothing of its
+// health), while a foreground read of it is.
+func TestBackgroundReadsAreNotCountedSlow(t *testing.T) {
+	c := raid.Config{Layout: "raid6", Chunk: 16 << 10, Size: 1 << 20}
+	a, m := filled(t, c, 5, raid.Options{Policy: slowPolicy(3)})
+	a.Fault(0).Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: 100 * time.Millisecond})
+	if res, err := a.Vol.Scrub(0, a.Vol.Stripes(), true); err != nil {
+		t.Fatal(err)
+	} else if res.Bad[0] != 0 {
+		t.Fatalf("scrub: %+v", res)
+	}
+	if err := a.Vol.Fail(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Vol.Replace(1, filepath.Join(t.TempDir(), "new")); err != nil {
+		t.Fatal(err)
+	}
+	for len(a.Vol.Rebuilds()) > 0 {
+		if _, _, err := a.Vol.RebuildStep(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fired := func() int {
+		n := 0
+		for _, f := range a.Fault(0).Active() {
+			n += f.Fired
+		}
+		return n
+	}
+	if st := a.Vol.Status().Members[0]; st.Counters.SlowIOs != 0 || st.SitOut || fired() < 2 {
+		t.Fatalf("member 0 after a scrub and a rebuild: %+v, %d slow reads (want at least 2, none counted slow)", st, fired())
+	}
+	raidtest.Expect(t, a.Vol, m, 0, c.Size)
+	if st := a.Vol.Status().Members[0]; st.Counters.SlowIOs == 0 {
+		t.Fatalf("member 0 after foreground reads: %+v (want counted slow)", st)
+	}
+	a.Fault(0).Clear()
 }
