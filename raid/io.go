@@ -35,14 +35,16 @@ type memIO struct {
 	forget int64
 	// patient marks a read that must see the member's data, however slow
 	// the member is and even while it sits out of reads: a scrub's, which
-	// would otherwise call blocks verified that it never read.
+	// would otherwise call blocks verified that it never read. Like a bulk
+	// read it is not timed.
 	patient bool
 	// own marks a write of a rebuild to the member it rebuilds, which the
 	// member's source does not take.
 	own bool
-	// bulk marks a background job's read (a rebuild's or a scrub's): it
-	// queues behind the job's other large reads, so its latency says
-	// nothing of the member's health and is not held against it as slow.
+	// bulk marks a rebuild's read: it queues behind the rebuild's other
+	// large reads, so its latency says nothing of the member's health and
+	// is not held against it as slow. A scrub's reads are patient, and
+	// untimed for the same reason.
 	bulk bool
 	err  error
 }
@@ -142,7 +144,7 @@ func (v *Volume) doGroup(g []*memIO, write bool) {
 			err = blockdev.Discard(m.dev, g[0].off, g[0].forget)
 		case write:
 			_, err = blockdev.WritevAt(m.dev, bufs, g[0].off)
-		case g[0].bulk:
+		case g[0].bulk || patient:
 			_, err = blockdev.ReadvAt(m.dev, bufs, g[0].off)
 		default:
 			slow, err = v.timedRead(m, bufs, g[0].off)

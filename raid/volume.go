@@ -684,15 +684,13 @@ func (v *Volume) Crash() {
 		if m == nil {
 			continue
 		}
-		if src := m.source.Swap(nil); src != nil && !src.closed.Load() {
-			src.m.Data.Close()
-			src.m.Meta.Close()
-			src.closed.Store(true)
-		}
-		if !m.closed.Load() {
-			m.m.Data.Close()
-			m.m.Meta.Close()
-			m.closed.Store(true)
+		// The member a replacement copies from too: a crash forgets it.
+		for _, c := range []*member{m.source.Swap(nil), m} {
+			if c != nil && !c.closed.Load() {
+				c.m.Data.Close()
+				c.m.Meta.Close()
+				c.closed.Store(true)
+			}
 		}
 	}
 }

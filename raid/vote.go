@@ -37,7 +37,7 @@ func (v *Volume) planVote(s int64, spans []span, patient bool) []memIO {
 				if c > 0 {
 					buf = v.getBuf(int64(len(sp.buf)))
 				}
-				ios = append(ios, memIO{slot: g.Slot(s, sp.d*g.Copies+c), off: s*g.chunk + sp.off, buf: buf, patient: patient, bulk: patient})
+				ios = append(ios, memIO{slot: g.Slot(s, sp.d*g.Copies+c), off: s*g.chunk + sp.off, buf: buf, patient: patient})
 			}
 		}
 		return ios
@@ -53,7 +53,7 @@ func (v *Volume) planVote(s int64, spans []span, patient bool) []memIO {
 		if buf == nil {
 			buf = v.getBuf(hi - lo)
 		}
-		ios = append(ios, memIO{slot: g.Slot(s, i), off: s*g.chunk + lo, buf: buf, patient: patient, bulk: patient})
+		ios = append(ios, memIO{slot: g.Slot(s, i), off: s*g.chunk + lo, buf: buf, patient: patient})
 	}
 	return ios
 }
