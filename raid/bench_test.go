@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -70,8 +71,14 @@ var benchTargets = []benchTarget{
 // benchRounds is how many times each workload goes round the targets.
 const benchRounds = 5
 
-// parallelism is goroutines per CPU: 8 on two CPUs is a queue depth of 16.
-const parallelism = 8
+// queueDepth is how many requests the throughput benchmarks keep in flight.
+const queueDepth = 16
+
+// parallelism is the b.SetParallelism that keeps queueDepth requests in
+// flight: RunParallel starts that many goroutines per P, and a process that
+// serves a volume runs with more Ps than CPUs (raid.Procs), so that a
+// figure's queue depth does not change with them.
+func parallelism() int { return max(1, queueDepth/runtime.GOMAXPROCS(0)) }
 
 // BenchmarkIO measures sequential 1 MiB and random 4 KiB I/O at queue depth
 // 16 on a raw O_DIRECT file and on volumes over O_DIRECT members in the same
@@ -132,7 +139,7 @@ func sequential(b *testing.B, t rw, write bool, factor float64) {
 	var next atomic.Int64
 	b.SetBytes(n)
 	b.ReportMetric(factor, "limit-factor")
-	b.SetParallelism(parallelism)
+	b.SetParallelism(parallelism())
 	b.RunParallel(func(pb *testing.PB) {
 		p := blockdev.AllocAligned(n)
 		for pb.Next() {
@@ -160,7 +167,7 @@ func random(b *testing.B, t rw, write bool) {
 	const n = 4096
 	var seed atomic.Uint64
 	b.SetBytes(n)
-	b.SetParallelism(parallelism)
+	b.SetParallelism(parallelism())
 	b.RunParallel(func(pb *testing.PB) {
 		rng := rand.New(rand.NewPCG(seed.Add(1), 0))
 		p := blockdev.AllocAligned(n)

@@ -56,7 +56,7 @@ func BenchmarkConsistency(b *testing.B) {
 					flushEvery := (64 << 20) / w.bs
 					var next, written atomic.Int64
 					b.SetBytes(w.bs)
-					b.SetParallelism(parallelism)
+					b.SetParallelism(parallelism())
 					b.RunParallel(func(pb *testing.PB) {
 						p := blockdev.AllocAligned(int(w.bs))
 						rng := rand.New(rand.NewPCG(uint64(next.Add(1)), 7))

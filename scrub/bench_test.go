@@ -32,10 +32,14 @@ const backgroundSize = 1 << 30
 //   - an unthrottled check scrub (volume bytes checked per second) beside
 //     sequential reads of a plain file: Members reads for Data chunks;
 //   - 4 KiB random reads at queue depth 4 for four seconds, for their p50
-//     and p99 latency: healthy; degraded (a member fenced, no spare);
-//     during the rebuild of that member at the default rate; and during
-//     the replacement of a healthy member at the default rate. Each
-//     rebuild starts once the reads are under way, as on a mount in use.
+//     and p99 latency: healthy; degraded-idle (a member fenced, no spare,
+//     nothing in the background); during the rebuild of that member at the
+//     default rate; and during the replacement of a healthy member at the
+//     default rate. Each rebuild starts once the reads are under way, as on
+//     a mount in use. Their floor is the same reads of six plain files
+//     (randread-4K-latency-plain), healthy and degraded-idle: there a read
+//     of the first file is five reads of the others at once, of which it
+//     waits for four, as a degraded raid6 small read does.
 //
 // The plain-file baselines do the reads and writes a rebuild cannot do
 // without, made durable as a rebuild's are: on one shared disk that is the
@@ -79,6 +83,18 @@ func BenchmarkBackground(b *testing.B) {
 		defer f.Close()
 		fillAll(b, f, memberBytes)
 		sources = append(sources, f)
+	}
+	// Six plain files, for the latency figures' floor: the sources and two
+	// more.
+	plainFiles := slices.Clone(sources)
+	for i := range l.Members - l.Data {
+		f, err := blockdev.CreateFile(filepath.Join(root, fmt.Sprint("plain", i)), memberBytes, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		fillAll(b, f, memberBytes)
+		plainFiles = append(plainFiles, f)
 	}
 	copies := 0
 	// plain does a rebuild's reads and writes on plain files: from each of
@@ -151,8 +167,10 @@ func BenchmarkBackground(b *testing.B) {
 				b.Fatalf("scrub: %+v", s)
 			}
 		})
+		b.Run("randread-4K-latency-plain/healthy", func(b *testing.B) { timeReads(b, plainRead(plainFiles, false), func() {}) })
+		b.Run("randread-4K-latency-plain/degraded-idle", func(b *testing.B) { timeReads(b, plainRead(plainFiles, true), func() {}) })
 		b.Run("randread-4K-latency/healthy", func(b *testing.B) { latencies(b, v, func() {}) })
-		b.Run("randread-4K-latency/degraded-no-rebuild", func(b *testing.B) { latencies(b, v, func() { fence(b) }) })
+		b.Run("randread-4K-latency/degraded-idle", func(b *testing.B) { latencies(b, v, func() { fence(b) }) })
 		// during times reads while a rebuild runs at the default rate.
 		during := func(b *testing.B) {
 			r := startRunner(b, v, scrub.DefaultRate)
@@ -301,6 +319,11 @@ const latencyRun = 4 * time.Second
 // they are under way, then times those that start within latencyRun after
 // it returns, and reports their p50 and p99 in milliseconds.
 func latencies(b *testing.B, v *raid.Volume, during func()) {
+	timeReads(b, func(p []byte, off int64) error { _, err := v.ReadAt(p, off); return err }, during)
+}
+
+// timeReads is latencies over any read of backgroundSize bytes.
+func timeReads(b *testing.B, read func(p []byte, off int64) error, during func()) {
 	const depth = 4
 	var mu sync.Mutex
 	var took []time.Duration
@@ -318,7 +341,7 @@ func latencies(b *testing.B, v *raid.Volume, during func()) {
 			for time.Now().UnixNano() < end.Load() {
 				off := rng.Int64N(backgroundSize/4096) * 4096
 				start := time.Now()
-				if _, err := v.ReadAt(p, off); err != nil {
+				if err := read(p, off); err != nil {
 					b.Error(err)
 					return
 				}
@@ -342,4 +365,35 @@ func latencies(b *testing.B, v *raid.Volume, during func()) {
 	ms := func(q float64) float64 { return float64(took[int(q*float64(len(took)-1))]) / float64(time.Millisecond) }
 	b.ReportMetric(ms(0.50), "p50-ms")
 	b.ReportMetric(ms(0.99), "p99-ms")
+}
+
+// plainRead reads 4 KiB blocks of backgroundSize bytes laid across files
+// one by one, as a volume lays its chunks across members. With degraded,
+// a block of the first file is read instead from every other file at once,
+// waiting for all but one, as a degraded raid6 read reconstructs a small
+// read: the floor of what lockstep's degraded reads cost on this disk.
+func plainRead(files []*blockdev.File, degraded bool) func(p []byte, off int64) error {
+	n := int64(len(files))
+	return func(p []byte, off int64) error {
+		blk := off / int64(len(p))
+		f, at := blk%n, blk/n*int64(len(p))
+		if !degraded || f != 0 {
+			_, err := files[f].ReadAt(p, at)
+			return err
+		}
+		errs := make(chan error, n-1)
+		for _, other := range files[1:] {
+			go func() {
+				// Its own buffer: the read not waited for goes on after.
+				_, err := other.ReadAt(blockdev.AllocAligned(len(p)), at)
+				errs <- err
+			}()
+		}
+		for range n - 2 {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }

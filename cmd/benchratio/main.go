@@ -6,7 +6,9 @@
 // last element is the target and the rest the family. A throughput family's
 // baseline is its target named "raw" or "none" (or, for an "engine" family,
 // the same target in the "bare" family); a latency family's (p50-ms,
-// p99-ms) is its target named "healthy"; a recovery family's (recovery-s)
+// p99-ms) is its target named "healthy", and also the one named
+// "degraded-idle" where there is one (a degraded array with nothing in the
+// background: what md calls idle); a recovery family's (recovery-s)
 // its target named "clean". Figures are medians over repeated runs (-count,
 // or sub-benchmarks run again, which Go names with a #01 suffix). A
 // benchmark that reports a "limit-factor" metric (the share of raw
@@ -130,8 +132,13 @@ func run(in io.Reader, out io.Writer) error {
 			}
 			p50, p99 := median(r["p50-ms"]), median(r["p99-ms"])
 			b50, b99 := median(base["p50-ms"]), median(base["p99-ms"])
-			fmt.Fprintf(out, "%-44s p50 %.3f ms (healthy %.3f, x%.2f)  p99 %.3f ms (healthy %.3f, x%.2f)\n",
+			fmt.Fprintf(out, "%-44s p50 %.3f ms (healthy %.3f, x%.2f)  p99 %.3f ms (healthy %.3f, x%.2f)",
 				n, p50, b50, p50/b50, p99, b99, p99/b99)
+			if idle := results[family+"/degraded-idle"]; idle != nil && target != "degraded-idle" {
+				i99 := median(idle["p99-ms"])
+				fmt.Fprintf(out, " (degraded-idle %.3f, x%.2f)", i99, p99/i99)
+			}
+			fmt.Fprintln(out)
 			printed++
 		}
 	}
