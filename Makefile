@@ -49,8 +49,10 @@ soak: deps build
 ## latency with a slow member over a fixed 2000 reads, beside the healthy run;
 ## the write-intent log's cost and the time to recover a 2 GiB volume after a
 ## crash; rebuild and scrub rates beside a plain file's sequential writes and
-## reads, and read latency during a default-rate rebuild beside idle; then fio
-## through the mount beside a FUSE passthrough of a plain file
+## reads, and read latency during a default-rate rebuild beside a healthy
+## array, the degraded one idle, and plain files read with a degraded read's
+## fan-out; then fio through the mount beside a FUSE passthrough of a plain
+## file
 bench: deps
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench 'Benchmark(IO|Encode)' -benchtime 1s -timeout 60m ./raid/ | tee bin/bench.txt

@@ -96,97 +96,11 @@ func (v *Volume) do(ios []memIO, write bool) {
 	wg.Wait()
 }
 
-// hedgeMost is the widest reconstruction of a user's read that reads every
-// shard left and decodes from the first that suffice: a small read's
-// latency is what its user waits on, while for a large one (a whole 64 KiB
-// chunk at the default chunk size) the extra shard read would cost
-// bandwidth that a degraded array is short of.
-const hedgeMost = 16 << 10
-
-// doAny runs reads of distinct members, each in one call, and returns once
-// need of them have succeeded, or all have ended. Those still under way
-// then are left to finish by themselves: doAny marks them in left, their
-// ios say errMissing, and late is called with the buffer of each once its
-// read has ended, from the read's own goroutine, for the caller to take
-// back; until then the caller must not touch it.
-//
-// A late read may overlap a write of the same blocks once the caller has
-// let its stripe go: its checksum errors are thrown away, not held against
-// the member; its other errors are counted, as they say nothing of writes.
-func (v *Volume) doAny(ios []memIO, need int, late func(buf []byte)) (left []bool) {
-	type result struct {
-		k   int
-		err error
-	}
-	var mu sync.Mutex
-	ended := false // set once doAny stops taking results
-	results := make(chan result, len(ios))
-	for k := range ios {
-		own := ios[k] // the read's own copy: a late one must not write to ios
-		go func() {
-			err := v.runGroup([]*memIO{&own}, false)
-			mu.Lock()
-			if !ended {
-				results <- result{k, err}
-				mu.Unlock()
-				return
-			}
-			mu.Unlock()
-			if !errors.Is(err, blockdev.ErrChecksum) {
-				v.settle([]*memIO{&own}, err, false)
-			}
-			late(own.buf)
-		}()
-	}
-	answered := make([]bool, len(ios))
-	take := func(r result) int {
-		answered[r.k] = true
-		v.settle([]*memIO{&ios[r.k]}, r.err, false)
-		if ios[r.k].err == nil {
-			return 1
-		}
-		return 0
-	}
-	got, ok := 0, 0
-	for ; got < len(ios) && ok < need; got++ {
-		ok += take(<-results)
-	}
-	mu.Lock()
-	ended = true
-	// Those that ended before doAny did are answers like the others.
-	var last []result
-	for more := true; more; {
-		select {
-		case r := <-results:
-			last = append(last, r)
-		default:
-			more = false
-		}
-	}
-	mu.Unlock()
-	for _, r := range last {
-		take(r)
-	}
-	left = make([]bool, len(ios))
-	for k := range ios {
-		if !answered[k] {
-			ios[k].err, left[k] = errMissing, true
-		}
-	}
-	return left
-}
-
 // doGroup runs I/Os to one member that lie back to back, in one call.
 // Members the policy keeps out (fenced, restarting, sitting out of reads)
 // count as missing. What went wrong is reported to the policy after the
 // member is released.
 func (v *Volume) doGroup(g []*memIO, write bool) {
-	v.settle(g, v.runGroup(g, write), write)
-}
-
-// runGroup is doGroup's I/O: it returns the member's error for the whole
-// group, errMissing if the member was not asked, and reports only slowness.
-func (v *Volume) runGroup(g []*memIO, write bool) error {
 	slot := g[0].slot
 	m := v.members[slot]
 	bufs := make([][]byte, len(g))
@@ -245,15 +159,6 @@ func (v *Volume) runGroup(g []*memIO, write bool) error {
 		// current for as long as it may be read.
 		v.sourceWrite(m, g, bufs)
 	}
-	return err
-}
-
-// settle hands the error of a group's I/O to each I/O of the group (a
-// checksum error only to those whose blocks failed) and counts it against
-// the member, telling the policy.
-func (v *Volume) settle(g []*memIO, err error, write bool) {
-	slot := g[0].slot
-	m := v.members[slot]
 	if err == errMissing {
 		for _, io := range g {
 			io.err = errMissing

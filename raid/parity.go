@@ -64,8 +64,7 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 	}
 	defer v.putBuf(owned...)
 	// Data chunks suffice: parity shards beyond what the chunks known bad
-	// need are read only if a first read fails, or at once for a user's
-	// small read.
+	// need are read only if a first read fails.
 	spare := g.Parity
 	for i := range n {
 		if aliased[i] && anyTrue(bad[i]) {
@@ -77,21 +76,8 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 		first--
 		spare--
 	}
-	switch {
-	case t == nil && first < len(ios) && hi-lo <= hedgeMost:
-		// A user's small read: every shard at once, decoded from the
-		// first that suffice, so that it waits for the fastest of them
-		// and not for the slowest of those it needs.
-		left := v.doAny(ios, first, func(buf []byte) { v.putBuf(buf) })
-		for k, late := range left {
-			if late {
-				// Its buffer is the late read's until it ends.
-				owned[k] = v.getBuf(hi - lo)
-				shards[ioShard[k]], ios[k].buf = owned[k], owned[k]
-			}
-		}
-	case first < len(ios):
-		v.do(ios[:first], false)
+	v.do(ios[:first], false)
+	if first < len(ios) {
 		failed := false
 		for _, io := range ios[:first] {
 			failed = failed || io.err != nil
@@ -103,8 +89,6 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 				ios[first+k].err = errMissing // not needed: left unread, and unrepaired
 			}
 		}
-	default:
-		v.do(ios, false)
 	}
 	lost := 0
 	for i := range n {

@@ -15,11 +15,11 @@ import (
 // as many Ps as CPUs, a request ready to run waits behind other requests'
 // system calls: on 2 CPUs, 4 KiB random reads at queue depth 4 had a p99 of
 // 2 to 6 ms, against the disk's own 0.2 ms; with 4 Ps their p99 was the
-// disk's. A degraded array's small read is five member reads at once
+// disk's. A degraded array's small read is four member reads at once
 // (raid6 with a member gone), so the system calls in flight are several
 // times the queue depth: with 4 Ps such reads at queue depth 4 had a p99 of
-// 0.76-0.81 ms, with 8 Ps 0.41-0.47 ms, and 16 gained nothing more (healthy
-// reads at queue depth 6: 0.80-0.86 ms with 4 Ps, 0.30-0.33 ms with 8).
+// 0.62-0.74 ms, with 8 Ps 0.45-0.55 ms (healthy reads at queue depth 6:
+// 0.80-0.86 ms with 4 Ps, 0.30-0.33 ms with 8; 16 Ps gained nothing more).
 // Not many more than that, because the garbage collector gives a quarter of
 // the Ps to marking, each a thread that competes for the CPUs.
 func Procs(defaultProcs int) int { return 2*defaultProcs + 4 }

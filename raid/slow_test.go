@@ -2,7 +2,6 @@ package raid_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -280,96 +279,4 @@ func TestBackgroundReadsAreNotCountedSlow(t *testing.T) {
 		t.Fatalf("member 0 after foreground reads: %+v (want counted slow)", st)
 	}
 	a.Fault(0).Clear()
-}
-
-// TestDegradedSmallReadIsNotHeldUpByOneShard: with a member fenced, a small
-// read of its chunks reads every shard left at once and decodes from the
-// first that suffice, so a member that stops answering does not hold it up,
-// and every read still equals the model; a whole chunk's reconstruction
-// reads only the shards it needs, to spare the bandwidth. The reads that
-// could wait on the stalled member run in a goroutine, so that the test
-// fails instead of hanging.
-func TestDegradedSmallReadIsNotHeldUpByOneShard(t *testing.T) {
-	c := raid.Config{Layout: "raid6", Chunk: 64 << 10, Size: 2 << 20}
-	a, m := filled(t, c, 6, raid.Options{})
-	l := a.Vol.Layout()
-	const fenced, stalled = 0, 1
-	if err := a.Vol.Fail(fenced); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Fault(stalled).Add(blockdev.Rule{Kind: blockdev.FaultStall, Ops: blockdev.OpRead}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Fault(stalled).Clear() }) // before the volume closes
-	rng := seeded(t)
-	width := c.Chunk * int64(l.Data)
-	// chunkOf is where the fenced member's data chunk of stripe s begins, or
-	// -1 if it holds parity there.
-	chunkOf := func(s int64) int64 {
-		for d := range l.Data {
-			if l.Slot(s, d) == fenced {
-				return s*width + int64(d)*c.Chunk
-			}
-		}
-		return -1
-	}
-	read := func(off, n int64) error {
-		got := make([]byte, n)
-		if _, err := a.Vol.ReadAt(got, off); err != nil {
-			return fmt.Errorf("ReadAt(%d bytes at %d): %w", n, off, err)
-		}
-		if !bytes.Equal(got, m[off:off+n]) {
-			return fmt.Errorf("ReadAt(%d bytes at %d) differs from the model", n, off)
-		}
-		return nil
-	}
-	done := make(chan error, 1)
-	go func() {
-		var errs []error
-		for s := range c.Size / width {
-			if at := chunkOf(s); at >= 0 {
-				for range 4 {
-					n := (1 + rng.Int64N(4)) * bs // up to 16 KiB
-					errs = append(errs, read(at+rng.Int64N((c.Chunk-n)/bs+1)*bs, n))
-				}
-			}
-		}
-		done <- errors.Join(errs...)
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("degraded small reads waited for the member that stopped answering")
-	}
-	a.Fault(stalled).Clear()
-
-	// Count the reads that reach each stripe's last parity shard, which a
-	// whole chunk's reconstruction does without.
-	for s := range c.Size / width {
-		at := chunkOf(s)
-		if at < 0 {
-			continue
-		}
-		q := a.Fault(l.Slot(s, l.Members-1))
-		if err := q.Add(blockdev.Rule{Kind: blockdev.FaultDelay, Ops: blockdev.OpRead, Delay: time.Nanosecond}); err != nil {
-			t.Fatal(err)
-		}
-		fired := func() int { return q.Active()[0].Fired }
-		if err := read(at, c.Chunk); err != nil {
-			t.Fatal(err)
-		}
-		if n := fired(); n != 0 {
-			t.Fatalf("stripe %d: a whole chunk's reconstruction read the last parity shard (%d reads)", s, n)
-		}
-		if err := read(at, bs); err != nil {
-			t.Fatal(err)
-		}
-		if n := fired(); n != 1 {
-			t.Fatalf("stripe %d: a small read's reconstruction read the last parity shard %d times, want 1", s, n)
-		}
-		q.Clear()
-	}
 }
