@@ -130,6 +130,22 @@ func (v *Volume) reconstruct(s int64, spans []span, bads [][]bool, skipped []boo
 			bad[i] = make([]bool, nb)
 		}
 	}
+	// A span that does not cover the columns had its chunk read again
+	// here, whole. Where that read proves blocks the first one did not (the
+	// member answered this time, or a scrub repaired them in between),
+	// they come from it: only the blocks still bad are decoded below.
+	for j, sp := range spans {
+		if aliased[sp.d] {
+			continue
+		}
+		for k := range bads[j] {
+			c := sp.off + int64(k)*bs
+			if bads[j][k] && !bad[sp.d][(c-lo)/bs] {
+				copy(sp.buf[c-sp.off:c-sp.off+bs], shards[sp.d][c-lo:])
+				bads[j][k] = false
+			}
+		}
+	}
 	var errs []error
 	var repairs []memIO
 	erased := func(b int) []bool {
