@@ -38,9 +38,9 @@ func TestReconstructWhenRereadSucceeds(t *testing.T) {
 			const s = 3 // the stripe read
 			stripeOff := int64(s) * int64(l.Data) * chunk
 			off, n := stripeOff+chunk/2, int64(chunk) // half of chunk 0, half of chunk 1
+			first := int64(s) * chunk / bs            // the stripe's first block on a member
+			rule := blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpRead, Start: first, End: first + chunk/bs, Count: 1}
 			for d := range 2 {
-				first := int64(s) * chunk / bs
-				rule := blockdev.Rule{Kind: blockdev.FaultError, Ops: blockdev.OpRead, Start: first, End: first + chunk/bs, Count: 1}
 				if err := a.Fault(l.Slot(s, d)).Add(rule); err != nil {
 					t.Fatal(err)
 				}
@@ -59,10 +59,9 @@ func TestReconstructWhenRereadSucceeds(t *testing.T) {
 // corrupts reads now and then, at random: a read fails, or a block it
 // returns has a bit flipped on the way; and some members are slow now and
 // then, so that reads hedged around them find them answering on the next
-// try. Reads of random ranges, across
-// chunks and stripes, must each return the model's bytes or fail as
-// unrecoverable; never anything else. The policy fails no member, so every
-// fault is met by the read path alone.
+// try. Reads of random ranges, across chunks and stripes, must each return
+// the model's bytes or fail as unrecoverable; never anything else. The
+// policy fails no member, so every fault is met by the read path alone.
 func TestTransientReadFaults(t *testing.T) {
 	for _, tc := range []struct {
 		layout  string

@@ -75,27 +75,25 @@ func BenchmarkBackground(b *testing.B) {
 	fillAll(b, v, backgroundSize)
 	l := v.Layout()
 	memberBytes := backgroundSize / int64(l.Data)
-	var sources []*blockdev.File
-	for i := range l.Data {
-		f, err := blockdev.CreateFile(filepath.Join(root, fmt.Sprint("source", i)), memberBytes, true)
+	// memberFile makes a plain file of a member's size, filled.
+	memberFile := func(name string) *blockdev.File {
+		f, err := blockdev.CreateFile(filepath.Join(root, name), memberBytes, true)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
+		b.Cleanup(func() { f.Close() })
 		fillAll(b, f, memberBytes)
-		sources = append(sources, f)
+		return f
+	}
+	var sources []*blockdev.File
+	for i := range l.Data {
+		sources = append(sources, memberFile(fmt.Sprint("source", i)))
 	}
 	// Six plain files, for the latency figures' floor: the sources and two
 	// more.
 	plainFiles := slices.Clone(sources)
 	for i := range l.Members - l.Data {
-		f, err := blockdev.CreateFile(filepath.Join(root, fmt.Sprint("plain", i)), memberBytes, true)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		fillAll(b, f, memberBytes)
-		plainFiles = append(plainFiles, f)
+		plainFiles = append(plainFiles, memberFile(fmt.Sprint("plain", i)))
 	}
 	copies := 0
 	// plain does a rebuild's reads and writes on plain files: from each of
